@@ -1,0 +1,1 @@
+"""The local backtest server: embedded default, test peer and fault lab."""
