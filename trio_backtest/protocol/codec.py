@@ -102,11 +102,20 @@ def _kind(value: Any) -> str:
 # Both spellings are read; one is written (camelCase unless the class is listed in
 # _SNAKE_ON_THE_WIRE, or the caller asks for snake_case).
 
-_SNAKE_ON_THE_WIRE: Final = frozenset({c.AttachBacktestSession, c.AttachParallelControlSessionV2})
+_SNAKE_ON_THE_WIRE: Final = frozenset(
+    {c.AttachBacktestSession, c.AttachParallelControlSessionV2, *e.ERROR_VARIANTS.values()}
+)
 #: Fields whose documented spelling is not the class's default one.
 _WIRE_NAMES: Final[Mapping[tuple[type[Any], str], str]] = {
     (r.AccountDiffSubscribe, "address_type"): "address_type",
 }
+
+
+def _wire_key(cls: type[Any], name: str, snake_keys: bool = False) -> str:
+    """The key a field is written as (and named by in error messages)."""
+    if (cls, name) in _WIRE_NAMES:
+        return _WIRE_NAMES[cls, name]
+    return name if snake_keys or cls in _SNAKE_ON_THE_WIRE else camel(name)
 
 
 @attrs.frozen
@@ -153,7 +162,7 @@ def _structure_record(cls: type[T], value: Any, where: str) -> T:
     for f in spec.fields:
         if f.name not in found:
             if f.default is attrs.NOTHING:
-                raise ProtocolError(f"{where}: missing key {camel(f.name)!r}")
+                raise ProtocolError(f"{where}: missing key {_wire_key(cls, f.name)!r}")
             continue
         key, item = found[f.name]
         try:
@@ -167,19 +176,20 @@ def _structure_record(cls: type[T], value: Any, where: str) -> T:
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:  # attrs validators
-        raise ProtocolError(f"{where}: {exc}") from None
+        text = str(exc)
+        for f in spec.fields:  # validators name the attribute; the reader knows the wire key
+            text = text.replace(repr(f.name), repr(_wire_key(cls, f.name)))
+        raise ProtocolError(f"{where}: {text}") from None
 
 
 def _unstructure_record(obj: Any, *, snake_keys: bool = False) -> dict[str, Any]:
     spec = _record(type(obj))
-    snake_keys = snake_keys or spec.cls in _SNAKE_ON_THE_WIRE
     out: dict[str, Any] = {}
     for f in spec.fields:
         item = getattr(obj, f.name)
         if item is None and f.metadata.get(OMIT_NONE):
             continue
-        key = _WIRE_NAMES.get((spec.cls, f.name)) or (f.name if snake_keys else camel(f.name))
-        out[key] = _converter.unstructure(item)
+        out[_wire_key(spec.cls, f.name, snake_keys)] = _converter.unstructure(item)
     if spec.has_extra:
         for key, item in obj.extra.items():
             out.setdefault(key, item)
@@ -232,9 +242,7 @@ def _decode_backtest_error(value: Any) -> e.BacktestError:
     elif isinstance(value, dict) and len(value) == 1:
         ((name, fields),) = value.items()
     else:
-        raise ProtocolError(
-            f"error: expected a variant name or a one-key object, got {value!r:.80}"
-        )
+        raise ProtocolError(f"expected a variant name or a one-key object, got {value!r:.80}")
     cls = e.ERROR_VARIANTS.get(name) or e.ERROR_VARIANTS.get(name[:1].upper() + name[1:])
     if cls is None:
         return e.UnknownBacktestError(name, fields)
@@ -244,7 +252,7 @@ def _decode_backtest_error(value: Any) -> e.BacktestError:
 def _encode_backtest_error(error: e.BacktestError, snake_keys: bool) -> Any:
     if isinstance(error, e.UnknownBacktestError):
         return error.variant if error.fields is None else {error.variant: error.fields}
-    fields = _unstructure_record(error, snake_keys=True)
+    fields = _unstructure_record(error)
     return error.name if not fields else {error.name: fields}
 
 
@@ -305,6 +313,21 @@ def _decode_continue_to_v1(params: Any, method: str) -> c.ContinueToSessionV1:
     return c.ContinueToSessionV1(head.session_id, target.slot, target.batch_index, extra=head.extra)
 
 
+_EVENT_METHODS: Final = frozenset(
+    cls.method
+    for cls in (
+        c.ReadyForContinue,
+        c.Slot,
+        c.Status,
+        c.Paused,
+        c.DiscoveryBatch,
+        c.Completed,
+        c.Success,
+        c.ServerError,
+    )
+)
+
+
 def _decode_event_v2(params: Any, method: str) -> c.SessionEventV2:
     if not isinstance(params, dict):
         raise ProtocolError(f"{method}: expected an object, got {_kind(params)}")
@@ -317,10 +340,18 @@ def _decode_event_v2(params: Any, method: str) -> c.SessionEventV2:
         raise ProtocolError(f"{method}: key 'seqId' must be an integer, got {_kind(seq_id)}")
     if not isinstance(event, dict):
         raise ProtocolError(f"{method}: key 'event' must be an object, got {_kind(event)}")
-    inner = _decode_envelope(event, f"{method}.event")
+    inner: c.ServerEvent
+    if isinstance(event.get("method"), str) and event["method"] not in _EVENT_METHODS:
+        # Only session events travel wrapped; anything else is kept raw, not misread.
+        inner = c.UnknownMessage(event["method"], event)
+    else:
+        try:
+            inner = _decode_envelope(event, f"{method}.event")
+        except ProtocolError as exc:
+            raise ProtocolError(f"{method}.event: {exc}", method=method) from None
     known = {"sessionId", "session_id", "seqId", "seq_id", "event"}
     extra = {k: v for k, v in params.items() if k not in known}
-    return c.SessionEventV2(session_id, seq_id, cast(c.ServerEvent, inner), extra=extra)
+    return c.SessionEventV2(session_id, seq_id, inner, extra=extra)
 
 
 def _decode_error(params: Any, method: str) -> c.ServerError:
@@ -473,7 +504,13 @@ def _decode_subscribe(cls: type[T], obj: dict[str, Any], method: str) -> T:
         raise ProtocolError(f"{method}: the address must be a string, got {_kind(address)}")
     config = params[1] if len(params) == 2 else None
     first = "program_id" if cls is r.TransactionSubscribe else "address"
-    record = {**(config if isinstance(config, dict) else {}), "id": obj["id"], first: address}
+    # The address goes in under the camelCase key, which wins over a config key that
+    # merely aliases the same field (``programId`` in the config must not replace it).
+    record = {
+        **(config if isinstance(config, dict) else {}),
+        "id": obj["id"],
+        camel(first): address,
+    }
     if config is not None and not isinstance(config, dict):
         raise ProtocolError(f"{method}: the config must be an object, got {_kind(config)}")
     return _structure_record(cls, record, method)
@@ -611,4 +648,3 @@ def encode_rpc(message: r.RpcMessage) -> str:
     else:
         raise TypeError(f"not a data-plane message: {type(message).__name__}")
     return orjson.dumps(out).decode()
-
