@@ -575,7 +575,12 @@ def _decode_rpc_object(obj: dict[str, Any]) -> r.RpcMessage:
         subscription = params.get("subscription")
         if type(subscription) is not int:
             raise ProtocolError(f"{method}: key 'subscription' must be an integer", method=method)
-        return cast(r.RpcMessage, cls(subscription, payload(params.get("result"))))
+        try:
+            result = payload(params.get("result"))
+        except ProtocolError as exc:
+            exc.method = method
+            raise
+        return cast(r.RpcMessage, cls(subscription, result))
     rpc_id = _rpc_id(obj)
     if "error" in obj:
         err = obj["error"]
