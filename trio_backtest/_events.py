@@ -1,0 +1,117 @@
+"""What a managed session hands its user.
+
+Control events are the protocol's own server messages (`ReadyForContinue`, `Slot`,
+`Completed`, ...); data-plane events are the views below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, final
+
+import attrs
+
+from .protocol import (
+    AccountDiffPayload,
+    Completed,
+    DiscoveryBatch,
+    Paused,
+    ReadyForContinue,
+    ServerError,
+    Slot,
+    Status,
+    TransactionPayload,
+)
+
+__all__ = [
+    "AccountDiff",
+    "ControlEvent",
+    "ManagedEvent",
+    "SessionInfo",
+    "StreamGap",
+    "SubscriptionNotification",
+    "Transaction",
+]
+
+
+@final
+@attrs.frozen
+class SessionInfo:
+    """Identity of a created session."""
+
+    session_id: str
+    rpc_endpoint: str
+    """The data plane's absolute ``ws(s)://`` URL."""
+
+
+@final
+@attrs.frozen
+class Transaction:
+    """One executed transaction matching a transaction subscription."""
+
+    slot: int
+    signature: str
+    raw: Mapping[str, Any] = attrs.field(repr=False)
+    """The ``getTransaction``-shaped payload as the server sent it."""
+
+    @classmethod
+    def from_payload(cls, payload: TransactionPayload) -> Transaction:
+        """The event for a decoded notification payload."""
+        return cls(payload.slot, payload.signature, payload.raw)
+
+    @property
+    def key(self) -> str:
+        """The identity used for de-duplication: the signature."""
+        return self.signature
+
+
+@final
+@attrs.frozen
+class AccountDiff:
+    """One account change matching an account-diff subscription."""
+
+    slot: int
+    signature: str
+    account: str
+    pre: Mapping[str, Any] | None = attrs.field(repr=False)
+    """The account before the transaction (``None`` for a created account)."""
+    post: Mapping[str, Any] | None = attrs.field(repr=False)
+    """The account after it (``None`` for a deleted account)."""
+    raw: Mapping[str, Any] = attrs.field(repr=False)
+
+    @classmethod
+    def from_payload(cls, payload: AccountDiffPayload) -> AccountDiff:
+        """The event for a decoded notification payload."""
+        return cls(
+            payload.slot, payload.signature, payload.account, payload.pre, payload.post, payload.raw
+        )
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """The identity used for de-duplication: ``(signature, account)``."""
+        return (self.signature, self.account)
+
+
+@final
+@attrs.frozen
+class StreamGap:
+    """Notifications of ``from_slot..to_slot`` (inclusive) may be missing.
+
+    Delivered when the server could no longer replay what a dropped subscription
+    missed; everything outside the range was delivered exactly once.
+    """
+
+    subscription: str
+    """The address (program id or account) of the affected subscription."""
+    from_slot: int
+    to_slot: int
+
+
+ControlEvent = ReadyForContinue | Paused | DiscoveryBatch | Slot | Status | Completed | ServerError
+"""Events that come from the control connection."""
+
+SubscriptionNotification = Transaction | AccountDiff | StreamGap
+"""Events that come from a data-plane subscription."""
+
+ManagedEvent = ControlEvent | SubscriptionNotification
+"""Anything `ManagedBacktestSession.next_event` returns."""

@@ -1,0 +1,69 @@
+"""What managers send the session besides events, and the counters they keep."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import final
+
+import attrs
+
+__all__ = ["Counters", "Drained", "Ended", "unwrap_single"]
+
+
+@final
+@attrs.frozen
+class Ended:
+    """A manager stopped: ``error`` is what the user should see (``None``: a clean end)."""
+
+    source: str
+    error: BaseException | None
+
+
+@final
+@attrs.frozen
+class Drained:
+    """A subscription manager delivered everything up to the session's end."""
+
+    source: str
+
+
+@final
+@attrs.define
+class Counters:
+    """Mutable per-manager counters; snapshots go into ``statistics()``."""
+
+    reconnects: int = 0
+    duplicates: int = 0
+    unknown_messages: int = 0
+    protocol_errors: int = 0
+    messages: int = 0
+    bytes: int = 0
+    gaps: int = 0
+    parked_seconds: float = 0.0
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            found.extend(_leaves(exc))
+        else:
+            found.append(exc)
+    return found
+
+
+@contextmanager
+def unwrap_single() -> Iterator[None]:
+    """Re-raise an exception group that holds exactly one exception as that exception.
+
+    Trio's strict exception groups wrap even a lone error; at our boundaries a single
+    error should come out as itself (client.md §1).
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaves = _leaves(group)
+        if len(leaves) != 1:
+            raise
+        raise leaves[0] from None

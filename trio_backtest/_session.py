@@ -1,0 +1,475 @@
+"""`ManagedBacktestSession` and `open_backtest_session` (client.md §1, §2, §7)."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager, nullcontext
+from typing import Any, final
+
+import attrs
+import trio
+
+from ._config import ClientConfig
+from ._control import ContinueRequest, ControlHandle
+from ._errors import (
+    ControlFailedError,
+    ManagedSessionError,
+    NotReadyError,
+    SubscriptionFailedError,
+)
+from ._events import ManagedEvent, SessionInfo
+from ._plumbing import Counters, Drained, Ended, unwrap_single
+from ._status import ConnectionStatus, Failed, StatusCell, Up
+from ._subscription import AddressType, Compression, CoordinatorLike, SubscriptionHandle
+from ._transport import ApiKey, Connector, check_transport_security, websocket_connector
+from .protocol import (
+    Completed,
+    Continue,
+    ContinueParams,
+    ContinueTo,
+    CreateSessionParams,
+    Paused,
+    ReadyForContinue,
+    Slot,
+)
+
+__all__ = ["ManagedBacktestSession", "SessionStatistics", "open_backtest_session"]
+
+logger = logging.getLogger("trio_backtest.session")
+
+
+@final
+@attrs.frozen
+class SessionStatistics:
+    """A snapshot of one session's counters."""
+
+    session_id: str | None
+    events: Mapping[str, int]
+    """Events delivered to the user, by event class name."""
+    reconnects: Mapping[str, int]
+    """Reconnects per connection (``control``, ``transactions[0]``, ...)."""
+    statuses: Mapping[str, str]
+    """Each connection's current status."""
+    duplicates_dropped: int
+    """Replayed or repeated messages removed before they reached the user."""
+    gaps: int
+    """`StreamGap` events delivered."""
+    messages_received: int
+    bytes_received: int
+    unknown_messages: int
+    """Messages with a method this library does not know (logged, not delivered)."""
+    protocol_errors: int
+    """Frames that broke the protocol (logged and dropped)."""
+    parked_seconds: float
+    """Time subscriptions spent waiting at the reconnect coordinator."""
+
+
+class _EventIterator:
+    """``async for`` over a session's events; ends after `Completed`. Safe to ``break``."""
+
+    def __init__(self, session: ManagedBacktestSession) -> None:
+        self._session = session
+
+    def __aiter__(self) -> _EventIterator:
+        return self
+
+    async def __anext__(self) -> ManagedEvent:
+        if self._session.completed:
+            raise StopAsyncIteration
+        return await self._session.next_event()
+
+
+@final
+class ManagedBacktestSession:
+    """One backtest session: its control connection, subscriptions and event stream.
+
+    Create it with `open_backtest_session`; every method is safe to call from any task
+    of the session's block.
+    """
+
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        control: ControlHandle,
+        *,
+        config: ClientConfig,
+        connector: Connector,
+        coordinator: CoordinatorLike | None,
+        sink: trio.MemorySendChannel[Any],
+        source: trio.MemoryReceiveChannel[Any],
+        completed: trio.Event,
+    ) -> None:
+        self._nursery = nursery
+        self._control = control
+        self._config = config
+        self._connector = connector
+        self._coordinator = coordinator
+        self._sink = sink
+        self._source = source
+        self._completed_seen = completed
+        self._subscriptions: list[SubscriptionHandle] = []
+        self._drained: set[str] = set()
+        self._held_completion: Completed | None = None
+        self._delivered_completion = False
+        self._ready = False
+        self._failure: ManagedSessionError | None = None
+        self._position = control.create_params.start_slot
+        self._delivered: Counter[str] = Counter()
+
+    def __repr__(self) -> str:
+        info = self._control.info
+        sid = info.session_id[:6] + "…" if info else "?"
+        return f"<ManagedBacktestSession {sid} status={self.status.value!r}>"
+
+    @property
+    def info(self) -> SessionInfo:
+        """The session's id and its data plane's absolute URL."""
+        assert self._control.info is not None
+        return self._control.info
+
+    @property
+    def status(self) -> StatusCell:
+        """The control connection's status cell."""
+        return self._control.status
+
+    @property
+    def subscriptions(self) -> tuple[SubscriptionHandle, ...]:
+        """The subscription managers started so far."""
+        return tuple(self._subscriptions)
+
+    @property
+    def completed(self) -> bool:
+        """Whether `Completed` has been delivered."""
+        return self._delivered_completion
+
+    @property
+    def ready(self) -> bool:
+        """Whether a continue is allowed now (the last readiness event is unanswered)."""
+        return self._ready
+
+    # ------------------------------------------------------------ subscriptions
+
+    async def subscribe_transactions(
+        self, program_ids: Sequence[str], *, compression: Compression = None
+    ) -> SubscriptionHandle:
+        """Stream every executed transaction that mentions one of ``program_ids``.
+
+        Returns once the server acknowledged every subscription; each transaction
+        reaches `next_event` once, even when it mentions several of the programs.
+
+        Raises:
+            SubscriptionFailedError: the data plane refused the subscription.
+        """
+        return await self._subscribe("transactions", program_ids, "program", compression)
+
+    async def subscribe_account_diffs(
+        self,
+        addresses: Sequence[str],
+        *,
+        address_type: AddressType = "program",
+        compression: Compression = None,
+    ) -> SubscriptionHandle:
+        """Stream the account changes of ``addresses`` (programs' accounts, or accounts).
+
+        Raises:
+            SubscriptionFailedError: the data plane refused the subscription.
+        """
+        return await self._subscribe("account_diffs", addresses, address_type, compression)
+
+    async def _subscribe(
+        self,
+        kind: Any,
+        addresses: Sequence[str],
+        address_type: AddressType,
+        compression: Compression,
+    ) -> SubscriptionHandle:
+        if isinstance(addresses, str):
+            raise TypeError("pass a list of addresses, not a single string")
+        if self._delivered_completion or self._held_completion is not None:
+            raise ManagedSessionError("the session has completed; nothing more to subscribe to")
+        name = f"{kind}[{sum(1 for s in self._subscriptions if s.name.startswith(kind))}]"
+        handle = SubscriptionHandle(
+            kind=kind,
+            rpc_endpoint=self.info.rpc_endpoint,
+            addresses=addresses,
+            address_type=address_type,
+            config=self._config,
+            connector=self._connector,
+            sink=self._sink.clone(),
+            completed=self._completed_seen,
+            start_slot=self._position,
+            end_slot=self._control.create_params.end_slot,
+            coordinator=self._coordinator,
+            compression=compression,
+            name=name,
+        )
+        self._subscriptions.append(handle)
+        try:
+            with unwrap_single():
+                await self._nursery.start(handle.run)
+        except BaseException:
+            self._subscriptions.remove(handle)
+            raise
+        return handle
+
+    # ------------------------------------------------------------ events
+
+    async def next_event(self) -> ManagedEvent:
+        """The next event, control or data plane.
+
+        `Completed` comes only after every subscription delivered its trailing
+        notifications (or a `StreamGap` for what it could not recover).
+
+        Raises:
+            ControlFailedError: the control connection could not be recovered.
+            SubscriptionFailedError: a subscription could not be recovered.
+            ControlClosedError: the server ended the session.
+            trio.EndOfChannel: `Completed` was already delivered.
+        """
+        while True:
+            if self._failure is not None:
+                raise self._failure
+            if self._delivered_completion:
+                raise trio.EndOfChannel("the session has completed")
+            completion = self._completion_if_drained()
+            if completion is not None:
+                return completion
+            item = await self._source.receive()
+            match item:
+                case Ended(error=error) if error is not None:
+                    self._failure = error  # type: ignore[assignment]
+                case Ended() | Drained():
+                    self._drained.add(item.source)
+                case Completed():
+                    self._held_completion = item
+                case _:
+                    delivered: ManagedEvent = self._hand_over(item)
+                    return delivered
+
+    def _completion_if_drained(self) -> Completed | None:
+        held = self._held_completion
+        if held is None:
+            return None
+        if any(s.name not in self._drained and not s.done for s in self._subscriptions):
+            return None
+        self._delivered_completion = True
+        self._ready = False
+        completion: Completed = self._hand_over(held)
+        return completion
+
+    def _hand_over(self, event: Any) -> Any:  # the item came off an untyped channel
+        match event:
+            case ReadyForContinue() | Paused():
+                self._ready = True
+            case Slot(slot=slot):
+                self._position = slot
+        self._delivered[type(event).__name__] += 1
+        return event
+
+    def events(self) -> AsyncIterator[ManagedEvent]:
+        """Iterate over `next_event` until `Completed` (included). Safe to ``break``."""
+        return _EventIterator(self)
+
+    # ------------------------------------------------------------ continues
+
+    async def send_continue(self, params: ContinueParams | None = None) -> None:
+        """Ask the session to execute ``params.advance_count`` slots.
+
+        Waits until the control connection and every subscription are up (so nothing
+        executes while a stream is down), then hands the request over.
+
+        Raises:
+            NotReadyError: the last readiness event was already answered; nothing sent.
+            ControlFailedError / SubscriptionFailedError: a connection failed while
+                waiting.
+        """
+        await self._send(Continue(params if params is not None else ContinueParams()))
+
+    async def send_continue_to(self, slot: int, batch_index: int) -> None:
+        """Execute up to, not including, transaction ``batch_index`` of ``slot``.
+
+        Raises:
+            NotReadyError: the last readiness event was already answered; nothing sent.
+        """
+        await self._send(ContinueTo(slot, batch_index))
+
+    async def _send(self, request: ContinueRequest) -> None:
+        if self._failure is not None:
+            raise self._failure
+        if not self._ready:
+            raise NotReadyError(
+                "the session is not ready: wait for ReadyForContinue or Paused before continuing"
+            )
+        self._ready = False
+        try:
+            await self._wait_all_up()
+            await self._control.send(request)
+        except BaseException:
+            self._ready = True
+            raise
+
+    async def continue_until_ready(
+        self,
+        params: ContinueParams | None = None,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - the documented signature
+        on_event: Callable[[ManagedEvent], Awaitable[None] | None] | None = None,
+    ) -> list[ManagedEvent]:
+        """Send a continue, then collect events up to the next ready, pause or completion.
+
+        Args:
+            params: The continue's parameters (default: one slot).
+            timeout: Seconds to wait in total; ``trio.TooSlowError`` after that.
+            on_event: Called with each event as it arrives (may be async).
+
+        Returns:
+            Every event received, the `ReadyForContinue`/`Paused`/`Completed` last.
+        """
+        await self.send_continue(params)
+        collected: list[ManagedEvent] = []
+        with trio.fail_after(timeout) if timeout is not None else nullcontext():
+            while True:
+                event = await self.next_event()
+                if on_event is not None:
+                    result = on_event(event)
+                    if result is not None:
+                        await result
+                collected.append(event)
+                if isinstance(event, ReadyForContinue | Paused | Completed):
+                    return collected
+
+    async def _wait_all_up(self) -> None:
+        while True:
+            cells: list[tuple[str, StatusCell]] = [("control", self._control.status)]
+            cells += [(s.name, s.status) for s in self._subscriptions if not s.done]
+            for name, cell in cells:
+                value = cell.value
+                if isinstance(value, Failed):
+                    if name == "control":
+                        raise ControlFailedError(value.reason)
+                    raise SubscriptionFailedError(value.reason)
+            if all(isinstance(cell.value, Up) for _, cell in cells):
+                return
+            await _any_change([cell for _, cell in cells])
+
+    async def _subscriptions_up(self) -> None:
+        """The resume gate: every live subscription is up (or has ended)."""
+        while True:
+            cells = [s.status for s in self._subscriptions if not s.done]
+            if all(isinstance(c.value, Up | Failed) for c in cells):
+                return
+            await _any_change(cells)
+
+    async def _subscriptions_closed(self) -> None:
+        for handle in self._subscriptions:
+            await handle.wait_done()
+
+    # ------------------------------------------------------------ statistics
+
+    def statistics(self) -> SessionStatistics:
+        """A snapshot of the session's counters (no secrets)."""
+        handles: list[tuple[str, Counters, ConnectionStatus]] = [
+            ("control", self._control.counters, self._control.status.value)
+        ]
+        handles += [(s.name, s.counters, s.status.value) for s in self._subscriptions]
+        counters = [c for _, c, _ in handles]
+        return SessionStatistics(
+            session_id=self._control.info.session_id if self._control.info else None,
+            events=dict(self._delivered),
+            reconnects={name: c.reconnects for name, c, _ in handles},
+            statuses={name: type(status).__name__ for name, _, status in handles},
+            duplicates_dropped=sum(c.duplicates for c in counters),
+            gaps=sum(c.gaps for c in counters),
+            messages_received=sum(c.messages for c in counters),
+            bytes_received=sum(c.bytes for c in counters),
+            unknown_messages=sum(c.unknown_messages for c in counters),
+            protocol_errors=sum(c.protocol_errors for c in counters),
+            parked_seconds=sum(c.parked_seconds for c in counters),
+        )
+
+
+async def _any_change(cells: Sequence[StatusCell]) -> None:
+    """Wait until any of ``cells`` changes."""
+    async with trio.open_nursery() as nursery:
+
+        async def watch(cell: StatusCell, seen: int) -> None:
+            await cell.wait_changed(seen)
+            nursery.cancel_scope.cancel()
+
+        for cell in cells:
+            nursery.start_soon(watch, cell, cell.changes)
+
+
+@asynccontextmanager
+async def open_backtest_session(
+    url: str,
+    api_key: str,
+    create: CreateSessionParams,
+    *,
+    config: ClientConfig | None = None,
+    coordinator: CoordinatorLike | None = None,
+    connector: Connector | None = None,
+) -> AsyncIterator[ManagedBacktestSession]:
+    """Create a backtest session and manage it for the duration of the block.
+
+    Leaving the block, however it is left, closes the subscriptions, then the session,
+    within ``config.graceful_close_timeout``. A single error leaves the block as itself.
+
+    Args:
+        url: The control endpoint, e.g. ``wss://host/backtest``.
+        api_key: Sent only in the control socket's upgrade request.
+        create: What to backtest; build it with `CreateSession`.
+        config: Timeouts, budgets and TLS settings.
+        coordinator: A `ReconnectCoordinator` shared with other sessions on one link.
+        connector: How to open WebSockets (the default speaks TCP/TLS); the local
+            server's ``connector()`` gives an in-memory network for tests.
+
+    Raises:
+        SessionCreateError: the server refused or never answered the create.
+        ValueError: a bad URL, or an API key that would travel unencrypted.
+    """
+    config = config or ClientConfig()
+    check_transport_security(url, config)
+    connector = connector or websocket_connector
+    completed = trio.Event()
+    sink, source = trio.open_memory_channel[Any](config.event_buffer)
+    with unwrap_single():
+        async with trio.open_nursery() as nursery:
+            session: ManagedBacktestSession | None = None
+
+            async def resume_gate() -> None:
+                assert session is not None
+                await session._subscriptions_up()
+
+            async def subscriptions_closed() -> None:
+                if session is not None:
+                    await session._subscriptions_closed()
+
+            control = ControlHandle(
+                url=url,
+                api_key=ApiKey(api_key),
+                create=create,
+                config=config,
+                connector=connector,
+                sink=sink,
+                completed=completed,
+                resume_gate=resume_gate,
+                subscriptions_closed=subscriptions_closed,
+            )
+            session = ManagedBacktestSession(
+                nursery,
+                control,
+                config=config,
+                connector=connector,
+                coordinator=coordinator,
+                sink=sink,
+                source=source,
+                completed=completed,
+            )
+            try:
+                await nursery.start(control.run)
+                yield session
+            finally:
+                nursery.cancel_scope.cancel()

@@ -1,0 +1,547 @@
+"""Subscription managers: each owns one data-plane WebSocket's whole life (client.md §5)."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from typing import Any, Literal, Protocol, final
+
+import trio
+
+from ._config import ClientConfig
+from ._dedupe import NotificationDeduper
+from ._errors import SubscriptionFailedError
+from ._events import AccountDiff, StreamGap, Transaction
+from ._plumbing import Counters, Drained, Ended, unwrap_single
+from ._policy import CauseKind, DisconnectCause, FailureWindow, GiveUp, ReconnectPolicy
+from ._status import Closed, Failed, Parked, Reconnecting, StatusCell, Up
+from ._transport import Connector, Dead, Link, cause_of, open_io_nursery, websocket_connector
+from .protocol import (
+    REPLAY_WINDOW_EXCEEDED,
+    AccountDiffNotification,
+    AccountDiffSubscribe,
+    ProtocolError,
+    RpcError,
+    RpcResult,
+    TransactionNotification,
+    TransactionSubscribe,
+    UnknownMessage,
+    decode_rpc,
+    encode_rpc,
+)
+
+__all__ = [
+    "SubscriptionHandle",
+    "spawn_account_diff_subscription_manager",
+    "spawn_transaction_subscription_manager",
+]
+
+logger = logging.getLogger("trio_backtest.subscription")
+
+Kind = Literal["transactions", "account_diffs"]
+AddressType = Literal["program", "account"]
+Compression = Literal["zstd"] | None
+
+#: Close codes after which the data plane is gone for good.
+_GONE_CODES = frozenset({4404})
+_GONE_STATUS = frozenset({404})
+
+
+class StreamingGuardLike(Protocol):
+    """What a subscription manager needs of a `StreamingGuard`."""
+
+    def release(self) -> None:
+        """Stop counting this connection as streaming (idempotent)."""
+
+
+class CoordinatorLike(Protocol):
+    """What a subscription manager needs of a `ReconnectCoordinator`."""
+
+    def enter(self) -> StreamingGuardLike:
+        """Count one more connection as streaming."""
+        ...
+
+    def reconnect_slot(self) -> AbstractAsyncContextManager[None]:
+        """Wait until nothing streams, then hold the single reconnect slot."""
+        ...
+
+
+class _Decompressor:
+    """One streaming zstd decompressor per connection (the server keeps its context)."""
+
+    def __init__(self) -> None:
+        try:
+            import zstandard
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ImportError(
+                "compression='zstd' needs the zstandard package: pip install 'trio-backtest[zstd]'"
+            ) from exc
+        self._obj = zstandard.ZstdDecompressor().decompressobj()
+
+    def feed(self, frame: bytes) -> bytes:
+        try:
+            data: bytes = self._obj.decompress(frame)
+        except Exception as exc:  # zstandard.ZstdError; the stream context is now broken
+            raise Dead(DisconnectCause.protocol(f"zstd frame did not decode: {exc}")) from None
+        return data
+
+
+@final
+class SubscriptionHandle:
+    """A live subscription manager: its notifications, its status, its counters."""
+
+    def __init__(
+        self,
+        *,
+        kind: Kind,
+        rpc_endpoint: str,
+        addresses: Sequence[str],
+        address_type: AddressType,
+        config: ClientConfig,
+        connector: Connector,
+        sink: trio.MemorySendChannel[Any],
+        completed: trio.Event,
+        start_slot: int | None,
+        end_slot: int | None,
+        coordinator: CoordinatorLike | None,
+        compression: Compression,
+        name: str,
+        notifications: trio.MemoryReceiveChannel[Any] | None = None,
+    ) -> None:
+        if not addresses:
+            raise ValueError("subscribe to at least one address")
+        if compression not in (None, "zstd"):
+            raise ValueError(f"compression must be None or 'zstd', got {compression!r}")
+        if address_type not in ("program", "account"):
+            raise ValueError(f"address_type must be 'program' or 'account', got {address_type!r}")
+        self._kind = kind
+        self._url = rpc_endpoint
+        self._addresses = tuple(dict.fromkeys(addresses))
+        self._address_type = address_type
+        self._config = config
+        self._connector = connector
+        self._sink = sink
+        self._completed = completed
+        self._completed_at: float | None = None
+        self._end_slot = end_slot
+        self._start_slot = start_slot
+        self._coordinator = coordinator
+        self._compression = compression
+        self._rng = config.rng if config.rng is not None else random.Random()
+        self._dedupe = NotificationDeduper(self._addresses, start_slot=start_slot)
+        self._scope = trio.CancelScope()
+        self._done = trio.Event()
+        self._link: Link | None = None
+        self._started = False
+        self.name = name
+        """A short label for logs and statistics, e.g. ``transactions[0]``."""
+        self.notifications = notifications
+        """Notifications, when spawned without a session (else ``None``)."""
+        self.status = StatusCell()
+        """The data-plane connection's `ConnectionStatus`."""
+        self.counters = Counters()
+        """Running counters for ``statistics()``."""
+
+    def __repr__(self) -> str:
+        return f"<SubscriptionHandle {self.name} status={self.status.value!r}>"
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        """The subscribed addresses."""
+        return self._addresses
+
+    @property
+    def done(self) -> bool:
+        """Whether the manager task has ended."""
+        return self._done.is_set()
+
+    async def wait_done(self) -> None:
+        """Wait until the manager task has ended."""
+        await self._done.wait()
+
+    async def aclose(self) -> None:
+        """Close this subscription's socket (bounded) and wait for the manager to end."""
+        self._scope.cancel()
+        await self._done.wait()
+
+    # ------------------------------------------------------------------ the task
+
+    async def run(self, *, task_status: trio.TaskStatus[SubscriptionHandle]) -> None:
+        """The manager task: connect, subscribe, stream, reconnect, drain."""
+        try:
+            with self._scope:
+                async with open_io_nursery() as io:
+                    try:
+                        await self._loop(io, task_status)
+                    finally:
+                        await self._graceful_close()
+        finally:
+            self.status.finish(Closed())
+            self._done.set()
+
+    async def _loop(
+        self, io: trio.Nursery, task_status: trio.TaskStatus[SubscriptionHandle]
+    ) -> None:
+        policy = ReconnectPolicy(self._config)
+        window = FailureWindow(policy, self._rng)
+        number = 0
+        gated = False
+        while True:
+            number += 1
+            try:
+                async with AsyncExitStack() as stack:
+                    if gated and self._coordinator is not None:
+                        await self._park(stack, window)
+                    await self._connection(io, number, window, task_status, stack)
+                    return
+            except Dead as exc:
+                cause = exc.cause
+            if self._completed.is_set() and self._tail_unrecoverable(cause):
+                await self._report_tail_gap(cause)
+                return
+            decision = window.dropped(trio.current_time(), cause)
+            if isinstance(decision, GiveUp):
+                error = SubscriptionFailedError(f"{self.name}: {decision.reason}")
+                logger.error("subscription %s failed: %s", self.name, decision.reason)
+                self.status.set(Failed(str(error)))
+                if not self._started:
+                    raise error
+                await self._deliver(Ended(self.name, error))
+                return
+            self.counters.reconnects += 1
+            self.status.set(Reconnecting(decision.attempt, cause))
+            gated = self._coordinator is not None and policy.gated(decision.attempt)
+            logger.warning(
+                "subscription %s lost (%s); reconnect attempt %d%s",
+                self.name,
+                cause,
+                decision.attempt,
+                " after parking" if gated else f" in {decision.delay:.2f} s",
+            )
+            if not gated:  # an attempt that parks skips its backoff: the link just freed up
+                await trio.sleep(decision.delay)
+
+    async def _park(self, stack: AsyncExitStack, window: FailureWindow) -> None:
+        assert self._coordinator is not None
+        self.status.set(Parked())
+        began = trio.current_time()
+        await stack.enter_async_context(self._coordinator.reconnect_slot())
+        parked = trio.current_time() - began
+        window.add_parked(parked)
+        self.counters.parked_seconds += parked
+
+    def _tail_unrecoverable(self, cause: DisconnectCause) -> bool:
+        """After ``Completed``: is the session's data plane refusing us, or out of time?"""
+        if self._completed_at is None:
+            self._completed_at = trio.current_time()
+        gone = (cause.kind is CauseKind.HTTP_STATUS and cause.code in _GONE_STATUS) or (
+            cause.kind is CauseKind.CLOSED and cause.code in _GONE_CODES
+        )
+        late = trio.current_time() - self._completed_at >= self._config.drain_timeout
+        return gone or late
+
+    async def _report_tail_gap(self, cause: DisconnectCause) -> None:
+        logger.warning("subscription %s could not recover its tail (%s)", self.name, cause)
+        if self._end_slot is not None:
+            for address in self._addresses:
+                start = self._dedupe.cursor(address)
+                start = start if start is not None else self._start_slot
+                if start is not None and start <= self._end_slot:
+                    self.counters.gaps += 1
+                    await self._deliver(StreamGap(address, start, self._end_slot))
+        await self._finish()
+
+    async def _finish(self) -> None:
+        await self._deliver(Drained(self.name))
+
+    async def _connection(
+        self,
+        io: trio.Nursery,
+        number: int,
+        window: FailureWindow,
+        task_status: trio.TaskStatus[SubscriptionHandle],
+        stack: AsyncExitStack,
+    ) -> None:
+        """One data-plane connection, from connect to drain (or a `Dead` drop)."""
+        cfg = self._config
+        try:
+            with trio.fail_after(cfg.connect_timeout):
+                ws = await self._connector(
+                    io,
+                    self._url,
+                    headers=[],  # the data plane never receives the API key
+                    max_message_size=cfg.max_message_size,
+                    ssl_context=cfg.ssl_context,
+                    message_queue_size=16,
+                )
+        except BaseException as exc:
+            cause = cause_of(exc)
+            if cause is None:
+                raise
+            raise Dead(cause) from None
+        link = Link(ws, cfg, number)
+        self._link = link
+        guard: StreamingGuardLike | None = None
+        try:
+            with unwrap_single():
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(link.keepalive)
+                    decompressor = _Decompressor() if self._compression == "zstd" else None
+                    state = _Wire(link, decompressor)
+                    await self._subscribe(state)
+                    self.status.set(Up())
+                    window.connected(trio.current_time())
+                    if self._coordinator is not None:
+                        guard = self._coordinator.enter()
+                    await stack.aclose()  # hand the reconnect slot on
+                    if not self._started:
+                        self._started = True
+                        task_status.started(self)
+                    await self._stream(state)
+                    nursery.cancel_scope.cancel()
+        except Dead:
+            self._link = None
+            await trio.aclose_forcefully(ws)
+            raise
+        finally:
+            if guard is not None:
+                guard.release()
+            self.counters.messages += link.messages
+            self.counters.bytes += link.bytes
+            link.messages = link.bytes = 0
+
+    async def _subscribe(self, wire: _Wire) -> None:
+        """Send one subscribe per address; return once every one is acknowledged."""
+        for address in self._addresses:
+            await self._send_subscribe(wire, address, self._dedupe.cursor(address))
+        with trio.move_on_after(self._config.handshake_response_timeout):
+            while wire.pending:
+                await self._handle(wire, await wire.receive(), handshake=True)
+            return
+        raise Dead(DisconnectCause.timeout("subscribe acknowledgement"))
+
+    async def _send_subscribe(self, wire: _Wire, address: str, replay_from: int | None) -> None:
+        request_id = next(wire.ids)
+        request: TransactionSubscribe | AccountDiffSubscribe
+        if self._kind == "transactions":
+            request = TransactionSubscribe(
+                request_id, address, replay_from_slot=replay_from, compression=self._compression
+            )
+        else:
+            request = AccountDiffSubscribe(
+                request_id,
+                address,
+                address_type=self._address_type,
+                replay_from_slot=replay_from,
+                compression=self._compression,
+            )
+        wire.pending[request_id] = address
+        await wire.link.send(encode_rpc(request))
+
+    async def _stream(self, wire: _Wire) -> None:
+        """Deliver notifications until the server ends the stream after ``Completed``."""
+        while True:
+            try:
+                raw = await wire.receive()
+            except Dead as exc:
+                if exc.cause.kind is CauseKind.CLOSED and exc.cause.code == 1000:
+                    # The server closes with 1000 once it flushed a completed session.
+                    with trio.move_on_after(self._config.drain_timeout):
+                        await self._completed.wait()
+                    if self._completed.is_set():
+                        await self._finish()
+                        return
+                raise
+            await self._handle(wire, raw, handshake=False)
+
+    async def _handle(self, wire: _Wire, raw: str | bytes, *, handshake: bool) -> None:
+        try:
+            message = decode_rpc(raw)
+        except ProtocolError as exc:
+            self.counters.protocol_errors += 1
+            logger.warning("subscription %s: dropped a malformed frame: %s", self.name, exc)
+            if handshake:
+                raise Dead(DisconnectCause.protocol(str(exc))) from None
+            return
+        match message:
+            case TransactionNotification(subscription=sid, result=payload):
+                await self._offer(wire, sid, Transaction.from_payload(payload))
+            case AccountDiffNotification(subscription=sid, result=payload):
+                await self._offer(wire, sid, AccountDiff.from_payload(payload))
+            case RpcResult(id=rid, result=sid) if rid in wire.pending and type(sid) is int:
+                wire.active[sid] = wire.pending.pop(rid)
+            case RpcError(id=rid) if rid in wire.pending:
+                address = wire.pending.pop(rid)
+                await self._subscribe_failed(wire, address, message)
+            case UnknownMessage():
+                self.counters.unknown_messages += 1
+                logger.info("subscription %s: ignored unknown method %r", self.name, message.method)
+            case _:
+                self.counters.unknown_messages += 1
+                logger.info("subscription %s: ignored %r", self.name, message)
+
+    async def _offer(self, wire: _Wire, sid: int, event: Transaction | AccountDiff) -> None:
+        address = wire.active.get(sid)
+        if address is None:
+            self.counters.unknown_messages += 1
+            logger.info("subscription %s: notification for unknown id %d", self.name, sid)
+            return
+        if self._dedupe.offer(address, event.slot, event.key):
+            await self._deliver(event)
+        else:
+            self.counters.duplicates += 1
+
+    async def _subscribe_failed(self, wire: _Wire, address: str, error: RpcError) -> None:
+        oldest = error.oldest_slot
+        if error.code == REPLAY_WINDOW_EXCEEDED and oldest is not None:
+            gap = self._dedupe.gap(address, oldest)
+            if gap is not None:
+                self.counters.gaps += 1
+                logger.warning(
+                    "subscription %s: slots %d..%d of %s are beyond the replay window",
+                    self.name,
+                    gap[0],
+                    gap[1],
+                    address,
+                )
+                await self._deliver(StreamGap(address, gap[0], gap[1]))
+            await self._send_subscribe(wire, address, oldest)
+            return
+        raise Dead(
+            DisconnectCause.subscribe_rejected(error.code, f"{address[:12]}: {error.message}")
+        )
+
+    async def _deliver(self, item: object) -> None:
+        try:
+            await self._sink.send(item)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            logger.debug("subscription %s: nobody reads any more; dropped %r", self.name, item)
+
+    async def _graceful_close(self) -> None:
+        link = self._link
+        if link is None:
+            return
+        deadline = trio.current_time() + self._config.graceful_close_timeout
+        with trio.CancelScope(shield=True, deadline=deadline):
+            try:
+                await link.ws.aclose()
+            finally:
+                await trio.aclose_forcefully(link.ws)
+
+
+@final
+class _Wire:
+    """Per-connection state: request ids, pending acks, live subscription ids."""
+
+    def __init__(self, link: Link, decompressor: _Decompressor | None) -> None:
+        self.link = link
+        self.decompressor = decompressor
+        self.ids = itertools.count(1)
+        self.pending: dict[int | str | None, str] = {}
+        self.active: dict[int, str] = {}
+
+    async def receive(self) -> str | bytes:
+        raw = await self.link.receive()
+        if isinstance(raw, bytes) and self.decompressor is not None:
+            return self.decompressor.feed(raw)
+        return raw
+
+
+async def _spawn(
+    nursery: trio.Nursery,
+    kind: Kind,
+    rpc_endpoint: str,
+    addresses: Sequence[str],
+    address_type: AddressType,
+    coordinator: CoordinatorLike | None,
+    config: ClientConfig | None,
+    connector: Connector | None,
+    compression: Compression,
+) -> SubscriptionHandle:
+    config = config or ClientConfig()
+    send, receive = trio.open_memory_channel[Any](config.notification_buffer)
+    handle = SubscriptionHandle(
+        kind=kind,
+        rpc_endpoint=rpc_endpoint,
+        addresses=addresses,
+        address_type=address_type,
+        config=config,
+        connector=connector or websocket_connector,
+        sink=send,
+        completed=trio.Event(),
+        start_slot=None,
+        end_slot=None,
+        coordinator=coordinator,
+        compression=compression,
+        name=kind,
+        notifications=receive,
+    )
+    with unwrap_single():
+        result: SubscriptionHandle = await nursery.start(handle.run)
+    return result
+
+
+async def spawn_transaction_subscription_manager(
+    nursery: trio.Nursery,
+    rpc_endpoint: str,
+    program_ids: Sequence[str],
+    *,
+    coordinator: CoordinatorLike | None = None,
+    config: ClientConfig | None = None,
+    connector: Connector | None = None,
+    compression: Compression = None,
+) -> SubscriptionHandle:
+    """Start a manager streaming every transaction that mentions one of ``program_ids``.
+
+    Returns once every subscription is acknowledged; notifications arrive on the
+    handle's ``notifications`` channel, each exactly once.
+
+    Raises:
+        SubscriptionFailedError: the data plane refused the subscription for good.
+    """
+    return await _spawn(
+        nursery,
+        "transactions",
+        rpc_endpoint,
+        program_ids,
+        "program",
+        coordinator,
+        config,
+        connector,
+        compression,
+    )
+
+
+async def spawn_account_diff_subscription_manager(
+    nursery: trio.Nursery,
+    rpc_endpoint: str,
+    addresses: Sequence[str],
+    *,
+    address_type: AddressType = "program",
+    coordinator: CoordinatorLike | None = None,
+    config: ClientConfig | None = None,
+    connector: Connector | None = None,
+    compression: Compression = None,
+) -> SubscriptionHandle:
+    """Start a manager streaming the account diffs of ``addresses``.
+
+    ``address_type="program"`` follows every account those programs own;
+    ``"account"`` follows the addresses themselves.
+
+    Raises:
+        SubscriptionFailedError: the data plane refused the subscription for good.
+    """
+    return await _spawn(
+        nursery,
+        "account_diffs",
+        rpc_endpoint,
+        addresses,
+        address_type,
+        coordinator,
+        config,
+        connector,
+        compression,
+    )

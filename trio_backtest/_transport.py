@@ -1,0 +1,281 @@
+"""The connector seam, keepalive and silence detection, bounded close.
+
+Managers never open sockets themselves: they call a :class:`Connector` (the default
+one speaks trio-websocket over TCP/TLS; the local server offers an in-memory one) and
+wrap what it returns in a :class:`Link`, which owns pings and the silence clock.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import ssl
+import struct
+import urllib.parse
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Protocol, final
+
+import trio
+import trio_websocket
+from trio_websocket import WebSocketConnection
+
+from ._config import ClientConfig
+from ._policy import DisconnectCause
+
+__all__ = [
+    "ApiKey",
+    "Connector",
+    "Dead",
+    "Link",
+    "cause_of",
+    "check_transport_security",
+    "open_io_nursery",
+    "resolve_rpc_endpoint",
+    "websocket_connector",
+]
+
+logger = logging.getLogger("trio_backtest.transport")
+
+#: Messages trio-websocket may buffer ahead of the manager. Small, so a slow consumer
+#: quickly stops the socket from being read and TCP back-pressure reaches the server.
+MESSAGE_QUEUE_SIZE = 16
+
+
+class Connector(Protocol):
+    """Opens one WebSocket; its background task runs in ``nursery``."""
+
+    async def __call__(
+        self,
+        nursery: trio.Nursery,
+        url: str,
+        *,
+        headers: list[tuple[str, str]],
+        max_message_size: int,
+        ssl_context: ssl.SSLContext | None = None,
+        message_queue_size: int = 1,
+    ) -> WebSocketConnection:
+        """Connect and complete the HTTP upgrade, or raise."""
+        ...
+
+
+async def websocket_connector(
+    nursery: trio.Nursery,
+    url: str,
+    *,
+    headers: list[tuple[str, str]],
+    max_message_size: int,
+    ssl_context: ssl.SSLContext | None = None,
+    message_queue_size: int = 1,
+) -> WebSocketConnection:
+    """The default connector: TCP (+ TLS with verification for ``wss://``) via trio-websocket."""
+    context: ssl.SSLContext | None = None
+    if url.startswith("wss:"):
+        context = ssl_context if ssl_context is not None else ssl.create_default_context()
+    return await trio_websocket.connect_websocket_url(
+        nursery,
+        url,
+        context,
+        extra_headers=[(name.encode(), value.encode()) for name, value in headers],
+        message_queue_size=message_queue_size,
+        max_message_size=max_message_size,
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_transport_security(url: str, config: ClientConfig) -> None:
+    """Refuse to send an API key in clear text to another machine.
+
+    Raises:
+        ValueError: not a ``ws://``/``wss://`` URL, or plain ``ws://`` to a host that is
+            not loopback without ``allow_insecure=True``.
+    """
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ValueError(f"expected a ws:// or wss:// URL with a host, got {url!r}")
+    if parts.scheme == "ws" and not _is_loopback(parts.hostname) and not config.allow_insecure:
+        raise ValueError(
+            f"refusing to send the API key over unencrypted ws:// to {parts.hostname}; "
+            "use wss:// or pass ClientConfig(allow_insecure=True)"
+        )
+
+
+def resolve_rpc_endpoint(control_url: str, rpc_endpoint: str) -> str:
+    """The data plane's absolute ``ws(s)://`` URL.
+
+    A path is resolved against the control URL's scheme and authority; an absolute
+    ``http(s)`` URL becomes ``ws(s)``.
+    """
+    target = urllib.parse.urlsplit(rpc_endpoint)
+    scheme = {"http": "ws", "https": "wss"}.get(target.scheme, target.scheme)
+    if scheme in ("ws", "wss") and target.netloc:
+        return urllib.parse.urlunsplit(target._replace(scheme=scheme))
+    base = urllib.parse.urlsplit(control_url)
+    path = target.path if target.path.startswith("/") else "/" + target.path
+    return urllib.parse.urlunsplit((base.scheme, base.netloc, path, target.query, ""))
+
+
+class Dead(Exception):
+    """The connection is gone; ``cause`` says why."""
+
+    def __init__(self, cause: DisconnectCause) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def cause_of(exc: BaseException) -> DisconnectCause | None:
+    """Classify a connect/receive/send failure; ``None`` for exceptions that are not one."""
+    if isinstance(exc, Dead):
+        return exc.cause
+    if isinstance(exc, trio_websocket.ConnectionRejected):
+        return DisconnectCause.http_status(exc.status_code)
+    if isinstance(exc, trio_websocket.ConnectionClosed):
+        reason = exc.reason
+        if reason is None:
+            return DisconnectCause.closed(None)
+        if reason.code == 1009:
+            return DisconnectCause.oversize(reason.reason or "")
+        return DisconnectCause.closed(reason.code, reason.reason or "")
+    if isinstance(exc, trio.TooSlowError):
+        return DisconnectCause.timeout("connect")
+    if isinstance(exc, trio_websocket.HandshakeError | OSError | trio.BrokenResourceError):
+        return DisconnectCause.connect_failed(type(exc).__name__)
+    return None
+
+
+@final
+class Link:
+    """One live WebSocket with keepalive pings and a silence clock.
+
+    Silence is only counted while the owner waits in :meth:`receive`: any inbound
+    message or pong is life, and time spent elsewhere (handing events to a slow
+    consumer) never counts, so a slow consumer never looks like a dead server.
+    """
+
+    def __init__(self, ws: WebSocketConnection, config: ClientConfig, number: int) -> None:
+        self.ws = ws
+        self.number = number
+        """1 for the first connection of a manager, 2 for the next, ..."""
+        self._config = config
+        self._waiting: trio.CancelScope | None = None
+        self._pings = 0
+        self.messages = 0
+        self.bytes = 0
+
+    def _life(self) -> None:
+        if self._waiting is not None:
+            self._waiting.deadline = trio.current_time() + self._config.keepalive_miss_deadline
+
+    async def keepalive(self) -> None:
+        """Ping every ``keepalive_interval``; a pong pushes the silence deadline back."""
+        async with trio.open_nursery() as nursery:
+            while True:
+                await trio.sleep(self._config.keepalive_interval)
+                nursery.start_soon(self._ping_once)
+
+    async def _ping_once(self) -> None:
+        self._pings += 1
+        try:
+            await self.ws.ping(struct.pack("!Q", self._pings))
+        except (trio_websocket.ConnectionClosed, ValueError):
+            return
+        self._life()
+
+    async def receive(self) -> str | bytes:
+        """The next message.
+
+        Raises:
+            Dead: the peer closed, the connection broke, or it stayed silent for
+                ``keepalive_miss_deadline`` while we were waiting.
+        """
+        deadline = trio.current_time() + self._config.keepalive_miss_deadline
+        with trio.move_on_at(deadline) as scope:
+            self._waiting = scope
+            try:
+                message = await self.ws.get_message()
+            except trio_websocket.ConnectionClosed as exc:
+                cause = cause_of(exc)
+                assert cause is not None
+                raise Dead(cause) from None
+            finally:
+                self._waiting = None
+            self.messages += 1
+            self.bytes += len(message)
+            return message
+        raise Dead(DisconnectCause.keepalive())
+
+    async def send(self, text: str) -> None:
+        """Send one text message.
+
+        Raises:
+            Dead: the connection is closed.
+        """
+        try:
+            await self.ws.send_message(text)
+        except trio_websocket.ConnectionClosed as exc:
+            cause = cause_of(exc)
+            assert cause is not None
+            raise Dead(cause) from None
+
+
+@final
+class _ShieldHolder:
+    scope: trio.CancelScope | None = None
+
+
+async def _host_io(holder: _ShieldHolder, *, task_status: trio.TaskStatus[trio.Nursery]) -> None:
+    with trio.CancelScope(shield=True) as scope:
+        holder.scope = scope
+        async with trio.open_nursery() as nursery:
+            task_status.started(nursery)
+            await trio.sleep_forever()
+
+
+@asynccontextmanager
+async def open_io_nursery() -> AsyncIterator[trio.Nursery]:
+    """A nursery for sockets' background tasks that outer cancellation does not reach.
+
+    A manager being cancelled still needs its socket's reader task for the graceful
+    close (the ``success`` reply, the close frame); those tasks end only when this
+    block exits.
+    """
+    holder = _ShieldHolder()
+    async with trio.open_nursery() as outer:
+        io = await outer.start(_host_io, holder)
+        try:
+            yield io
+        finally:
+            assert holder.scope is not None
+            holder.scope.cancel()
+
+
+@final
+class ApiKey:
+    """An API key that never shows itself in a repr, a log record or a traceback."""
+
+    __slots__ = ("_value",)
+    _value: str
+
+    def __init__(self, value: str | ApiKey) -> None:
+        if isinstance(value, ApiKey):
+            value = value.reveal()
+        if not isinstance(value, str) or not value:
+            raise ValueError("the API key must be a non-empty string")
+        self._value = value
+
+    def reveal(self) -> str:
+        """The key itself, for the one header that carries it."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "ApiKey('***')"
+
+    __str__ = __repr__
