@@ -62,6 +62,16 @@ def _mapping_or_empty(value: Mapping[str, Any] | None) -> dict[str, Any]:
     return {} if value is None else dict(value)
 
 
+# Typed copies rather than ``converter=dict``: the attrs mypy plugin takes the
+# constructor's parameter type from the converter, and ``dict``'s is unusable.
+def _account_states(value: Mapping[str, AccountData]) -> dict[str, AccountData]:
+    return dict(value)
+
+
+def _cursors(value: Mapping[str, int]) -> dict[str, int]:
+    return dict(value)
+
+
 # ---------------------------------------------------------------- client -> server
 
 
@@ -186,7 +196,9 @@ class ContinueParams:
     """Slots to execute before the next ``readyForContinue``."""
     transactions: tuple[str, ...] = attrs.field(default=(), converter=_tuple_of_str)
     """Base64 serialized transactions to execute first."""
-    modify_account_states: Mapping[str, AccountData] = attrs.field(factory=dict, converter=dict)
+    modify_account_states: Mapping[str, AccountData] = attrs.field(
+        factory=dict, converter=_account_states
+    )
     """Account states to install, by base58 address."""
     extra: Mapping[str, Any] = extra_field()
 
@@ -289,7 +301,7 @@ class AttachParallelControlSessionV2:
 
     method: ClassVar[str] = "attachParallelControlSessionV2"
     control_session_id: str
-    last_sequences: Mapping[str, int] = attrs.field(factory=dict, converter=dict)
+    last_sequences: Mapping[str, int] = attrs.field(factory=dict, converter=_cursors)
     """Highest ``seqId`` seen, by sub-session id; a missing one replays everything kept."""
     extra: Mapping[str, Any] = extra_field()
 
