@@ -6,7 +6,7 @@ JSON, never on strings, so key order and whitespace do not matter.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
@@ -295,7 +295,7 @@ def test_client_message_encodes_documented_json(wire: Json, model: Any) -> None:
 
 
 def test_every_client_method_has_a_golden_case() -> None:
-    methods = {p.values[0]["method"] for p in CLIENT_CASES}
+    methods = {cast(Json, p.values[0])["method"] for p in CLIENT_CASES}
     assert methods == {
         "createBacktestSession",
         "continue",
@@ -602,7 +602,7 @@ def test_server_message_carries_its_sequence_number(camel: Json, snake: Json, mo
 
 
 def test_every_server_method_and_error_variant_has_a_golden_case() -> None:
-    methods = {p.values[0]["method"] for p in SERVER_CASES}
+    methods = {cast(Json, p.values[0])["method"] for p in SERVER_CASES}
     assert methods == {
         "sessionCreated",
         "sessionAttached",
@@ -884,10 +884,11 @@ def test_unknown_error_variant_in_code_form_is_kept_with_its_fields() -> None:
 
 
 def test_session_event_with_an_unknown_or_non_event_method_is_kept_raw() -> None:
-    for event in (
+    events: list[Json] = [
         {"method": "progressV3", "params": {"pct": 40}},
         {"method": "sessionCreated", "params": {"sessionId": SESSION, "rpcEndpoint": "/x"}},
-    ):
+    ]
+    for event in events:
         wire = {
             "method": "sessionEventV2",
             "params": {"sessionId": SESSION, "seqId": 4, "event": event},
