@@ -1,0 +1,514 @@
+"""The running server: connection routing, TCP listener, memory connector, lifecycle."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import ssl
+import urllib.parse
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Literal, NoReturn, cast, final
+
+import trio
+import trio_websocket
+
+from ._config import Backpressure, ChaosConfig, ServerConfig
+from ._controlplane import ControlConnection
+from ._controls import ConnHandle, FaultControls
+from ._core import ServerCore
+from ._dataplane import DataConnection
+from ._faults import FaultStream, Link
+from ._http import PrefixedStream, parse_request_head, plain_response, read_request_head
+from ._ledger import Ledger, LedgerConfig
+from ._memory import memory_pipe_pair
+from ._session import Session
+from ._stats import Delivery, ServerStatistics
+
+__all__ = ["LocalServer", "MemoryConnector", "open_local_server", "serve_backtest"]
+
+logger = logging.getLogger("trio_backtest.server")
+
+#: Seconds a server-initiated close waits for the client's close frame.
+_CLOSE_GRACE = 2.0
+#: Seconds a shutting-down server gives its connections to close with 1001.
+_SHUTDOWN_GRACE = 2.0
+_CONTROL_PATH = "/backtest"
+
+
+def _route(path: str) -> tuple[Literal["control", "data"] | None, str | None]:
+    if path == _CONTROL_PATH:
+        return "control", None
+    prefix = _CONTROL_PATH + "/"
+    if path.startswith(prefix):
+        session_id = urllib.parse.unquote(path[len(prefix) :])
+        if session_id and "/" not in session_id:
+            return "data", session_id
+    return None, None
+
+
+def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
+    for key, value in headers:
+        if key.lower() == name:
+            return value.decode("latin-1").strip()
+    return None
+
+
+async def _close_websocket(ws: trio_websocket.WebSocketConnection, code: int, reason: str) -> None:
+    with trio.move_on_after(_CLOSE_GRACE):
+        await ws.aclose(code, reason or None)
+
+
+async def handle_connection(core: ServerCore, raw: trio.abc.Stream, link: Link | None) -> None:
+    """Serve one client connection, TCP or memory alike; never raises."""
+    stream = FaultStream(raw, link=link if link is not None else core.faults.link)
+    try:
+        await _serve_stream(core, stream)
+    except Exception:
+        logger.exception("a connection handler failed")
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+async def _respond(stream: trio.abc.Stream, status: int, body: str) -> None:
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        await stream.send_all(plain_response(status, body))
+
+
+async def _serve_stream(core: ServerCore, stream: FaultStream) -> None:
+    config = core.config
+    with trio.move_on_after(config.handshake_timeout):
+        data = await read_request_head(stream)
+    head = parse_request_head(data) if data else None
+    if head is None:
+        if data:
+            await _respond(stream, 400, "bad request\n")
+        return
+    plane, session_id = _route(head.path)
+    if not head.is_websocket_upgrade:
+        if head.path == "/health":
+            if head.method in ("GET", "HEAD"):
+                core.counters.health_checks += 1
+                await _respond(stream, 200, "ok")
+            else:
+                await _respond(stream, 405, "method not allowed\n")
+        elif plane is not None:
+            await _respond(stream, 426, "this endpoint speaks WebSocket\n")
+        else:
+            await _respond(stream, 404, "not found\n")
+        return
+    async with trio.open_nursery() as nursery:
+        request: trio_websocket.WebSocketRequest | None = None
+        with trio.move_on_after(config.handshake_timeout):
+            request = await trio_websocket.wrap_server_stream(
+                nursery, PrefixedStream(stream, data), max_message_size=config.max_message_size
+            )
+        if request is None:
+            nursery.cancel_scope.cancel()
+            return
+        status, owner, session = _admit(core, plane, session_id, request.headers)
+        if status is not None:
+            core.counters.upgrades_refused[str(status)] += 1
+            await request.reject(status, body=f"{status}\n".encode())
+            nursery.cancel_scope.cancel()
+            return
+        ws = await request.accept()
+        assert plane is not None
+        await _serve_websocket(core, stream, ws, nursery, plane, owner, session)
+        nursery.cancel_scope.cancel()
+
+
+def _admit(
+    core: ServerCore,
+    plane: Literal["control", "data"] | None,
+    session_id: str | None,
+    headers: list[tuple[bytes, bytes]],
+) -> tuple[int | None, int, Session | None]:
+    """Decide an upgrade: ``(refusal status or None, key owner, data-plane session)``."""
+    if plane is None:
+        return 404, -1, None
+    refusal = core.faults.take_refusal(plane)
+    if refusal is not None:
+        return refusal, -1, None
+    if plane == "control":
+        owner = core.owner_of_key(_header(headers, b"x-api-key"))
+        if owner is None:
+            return 401, -1, None
+        return None, owner, None
+    session = core.sessions.get(session_id or "")
+    if session is None:
+        return 404, -1, None
+    return None, session.owner, session
+
+
+async def _serve_websocket(
+    core: ServerCore,
+    stream: FaultStream,
+    ws: trio_websocket.WebSocketConnection,
+    nursery: trio.Nursery,
+    plane: Literal["control", "data"],
+    owner: int,
+    session: Session | None,
+) -> None:
+    def close(code: int, reason: str) -> None:
+        with contextlib.suppress(RuntimeError):  # the connection already finished
+            nursery.start_soon(_close_websocket, ws, code, reason)
+
+    handle = ConnHandle(core.next_connection_number(), plane, stream, nursery, close)
+    core.faults.register(handle)
+    core.counters.connections_accepted += 1
+    core.counters.connections_open[plane] += 1
+    try:
+        if plane == "control":
+            await ControlConnection(core, handle, ws, owner).serve()
+        else:
+            assert session is not None
+            if session.gone:
+                await _close_websocket(ws, 4404, "session not found")
+                return
+            handle.session_ids = frozenset({session.id})
+            await DataConnection(core, handle, ws, session).serve()
+    finally:
+        core.faults.unregister(handle)
+        core.counters.connections_open[plane] -= 1
+        core.connection_finished()
+        with trio.move_on_after(_CLOSE_GRACE) as scope:
+            scope.shield = True
+            await ws.aclose()
+
+
+@final
+class MemoryConnector:
+    """Connects a client to the server over an in-memory stream pair (no sockets at all).
+
+    Call it like trio-websocket's ``connect_websocket_url``: it returns an open client
+    :class:`trio_websocket.WebSocketConnection` whose background task runs in ``nursery``,
+    or raises :exc:`trio_websocket.ConnectionRejected` for a refused upgrade. Each direction
+    buffers a bounded number of bytes, so a client that stops reading slows the server down
+    as it would over TCP.
+    """
+
+    def __init__(self, core: ServerCore, link: Link | None, buffer_size: int) -> None:
+        self._core = core
+        self._link = link
+        self._buffer_size = buffer_size
+
+    def __repr__(self) -> str:
+        return f"MemoryConnector(link={self._link!r})"
+
+    async def __call__(
+        self,
+        nursery: trio.Nursery,
+        url: str,
+        *,
+        headers: list[tuple[str, str]],
+        max_message_size: int,
+        ssl_context: ssl.SSLContext | None = None,
+        message_queue_size: int = 1,
+    ) -> trio_websocket.WebSocketConnection:
+        """Open a WebSocket to ``url`` on this server.
+
+        ``ssl_context`` is accepted for signature compatibility and ignored: memory streams
+        need no TLS.
+
+        Raises:
+            ValueError: ``url`` is not a ``ws://``/``wss://`` URL.
+            ConnectionRefusedError: the server is no longer running.
+            trio_websocket.ConnectionRejected: the server refused the upgrade.
+        """
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("ws", "wss") or not parts.netloc:
+            raise ValueError(f"expected a ws:// or wss:// URL, got {url!r}")
+        resource = parts.path or "/"
+        if parts.query:
+            resource += "?" + parts.query
+        client_stream, server_stream = memory_pipe_pair(self._buffer_size)
+        try:
+            self._core.nursery.start_soon(handle_connection, self._core, server_stream, self._link)
+        except RuntimeError:
+            raise ConnectionRefusedError("the local server is not running") from None
+        extra = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+        connection: trio_websocket.WebSocketConnection = await nursery.start(
+            functools.partial(
+                _run_client,
+                client_stream,
+                parts.netloc,
+                resource,
+                extra,
+                max_message_size=max_message_size,
+                message_queue_size=message_queue_size,
+            )
+        )
+        return connection
+
+
+async def _run_client(
+    stream: trio.abc.Stream,
+    host: str,
+    resource: str,
+    headers: list[tuple[bytes, bytes]],
+    *,
+    max_message_size: int,
+    message_queue_size: int,
+    task_status: trio.TaskStatus[trio_websocket.WebSocketConnection],
+) -> None:
+    started = False
+    try:
+        async with trio.open_nursery() as inner:
+            ws = await trio_websocket.wrap_client_stream(
+                inner,
+                cast(Any, stream),
+                host,
+                resource,
+                extra_headers=headers,
+                message_queue_size=message_queue_size,
+                max_message_size=max_message_size,
+            )
+            started = True
+            task_status.started(ws)
+    except BaseExceptionGroup as group:
+        if started:
+            raise
+        # Before the handshake completed: report the refusal itself, as a call would.
+        await trio.aclose_forcefully(stream)
+        rejected = group.subgroup(trio_websocket.ConnectionRejected)
+        if rejected is not None:
+            raise _first_leaf(rejected) from None
+        raise
+
+
+def _first_leaf(group: BaseExceptionGroup[Any]) -> BaseException:
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
+@final
+class LocalServer:
+    """A running local backtest server (see :func:`open_local_server`)."""
+
+    def __init__(self, core: ServerCore, url: str) -> None:
+        self._core = core
+        self._url = url
+
+    def __repr__(self) -> str:
+        return f"LocalServer(url={self._url!r}, keys=<{len(self._core.config.api_keys)} hidden>)"
+
+    @property
+    def url(self) -> str:
+        """The control URL, ``ws://host:port/backtest``."""
+        return self._url
+
+    @property
+    def api_key(self) -> str:
+        """The first accepted API key."""
+        return self._core.config.api_keys[0]
+
+    @property
+    def config(self) -> ServerConfig:
+        """The server's configuration."""
+        return self._core.config
+
+    @property
+    def ledger(self) -> Ledger:
+        """The synthetic ledger the server executes."""
+        return self._core.ledger
+
+    @property
+    def faults(self) -> FaultControls:
+        """Live fault controls."""
+        return self._core.faults
+
+    def set_link(self, link: Link | None) -> None:
+        """Shape every connection accepted from now on through ``link`` (``None``: none)."""
+        self._core.faults.set_link(link)
+
+    def statistics(self) -> ServerStatistics:
+        """A frozen snapshot of the server's counters."""
+        return self._core.statistics()
+
+    def session_ids(self) -> tuple[str, ...]:
+        """Ids of the live sessions and sub-sessions, oldest first."""
+        return tuple(self._core.sessions)
+
+    def session_state(self, session_id: str) -> str | None:
+        """A live session's state name (``ready``, ``running``, …), ``None`` when gone."""
+        session = self._core.sessions.get(session_id)
+        return None if session is None else session.state.value
+
+    def executed_slots(self, session_id: str) -> list[int]:
+        """The slots a session fully executed, in order (kept after the session ends)."""
+        return list(self._core.executed_slots_of(session_id))
+
+    def delivered(self, session_id: str) -> tuple[Delivery, ...]:
+        """Every frame the server wrote for a session (or a batch's own messages), in order.
+
+        Empty when the server runs with ``record=False``.
+        """
+        return self._core.delivered(session_id)
+
+    def connector(
+        self, *, link: Link | None = None, buffer_size: int = 64 * 1024
+    ) -> MemoryConnector:
+        """An in-memory client connector to this server.
+
+        Args:
+            link: A shared link every connection of this connector passes through (the
+                server's ``set_link`` link when ``None``).
+            buffer_size: Bytes each direction of a connection buffers.
+        """
+        return MemoryConnector(self._core, link, buffer_size)
+
+    async def _shutdown(self) -> None:
+        for conn in self._core.faults.live():
+            conn.close(1001, "server shutting down")
+        with trio.move_on_after(_SHUTDOWN_GRACE) as scope:
+            scope.shield = True
+            await self._core.wait_connections_finished()
+
+
+def _url_host(host: str) -> str:
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+@asynccontextmanager
+async def open_local_server(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    seed: int = 0,
+    api_keys: tuple[str, ...] | list[str] = ("local-dev-key",),
+    transactions_per_slot: float = 20.0,
+    bundle_size: int = 100,
+    startup_delay: float = 0.0,
+    snake_case: bool = False,
+    backpressure: Backpressure = "block",
+    queue_size: int = 4096,
+    max_message_size: int = 16 * 1024 * 1024,
+    tcp: bool = True,
+    chaos: ChaosConfig | None = None,
+    program_count: int = 8,
+    account_count: int = 64,
+    replay_window: int = 100,
+    completed_linger: float = 1.0,
+    max_sessions_per_key: int = 64,
+    record: bool = True,
+) -> AsyncIterator[LocalServer]:
+    """Run a local backtest server for the duration of the block.
+
+    Closing the block closes every connection with 1001 and ends every server task.
+
+    Args:
+        host: Interface for the TCP listener.
+        port: TCP port; 0 picks a free one (see :attr:`LocalServer.url`).
+        seed: Seed of the synthetic ledger.
+        api_keys: Accepted ``X-API-Key`` values.
+        transactions_per_slot: Mean transactions per slot.
+        bundle_size: Slots per bundle (parallel splits follow bundles).
+        startup_delay: Seconds each create spends in its start-up phases.
+        snake_case: Emit inline keys snake_case.
+        backpressure: ``"block"`` (a full subscriber queue holds execution) or ``"drop"``.
+        queue_size: Notifications one data socket may have waiting.
+        max_message_size: Largest client message; bigger ones close the socket with 1009.
+        tcp: Listen on TCP; with ``False`` only :meth:`LocalServer.connector` reaches it.
+        chaos: Random faults.
+        program_count: Program ids in the ledger.
+        account_count: Program-owned accounts in the ledger.
+        replay_window: Executed slots kept for ``replayFromSlot``.
+        completed_linger: Seconds a data socket opened after ``completed`` stays open after
+            its last request.
+        max_sessions_per_key: Live sessions one key may hold.
+        record: Keep the per-session delivery record behind :meth:`LocalServer.delivered`.
+    """
+    config = ServerConfig(
+        host=host,
+        port=port,
+        api_keys=tuple(api_keys),
+        ledger=LedgerConfig(
+            seed=seed,
+            transactions_per_slot=transactions_per_slot,
+            program_count=program_count,
+            account_count=account_count,
+            bundle_size=bundle_size,
+        ),
+        startup_delay=startup_delay,
+        snake_case=snake_case,
+        backpressure=backpressure,
+        queue_size=queue_size,
+        max_message_size=max_message_size,
+        tcp=tcp,
+        chaos=chaos,
+        replay_window=replay_window,
+        completed_linger=completed_linger,
+        max_sessions_per_key=max_sessions_per_key,
+        record=record,
+    )
+    async with _run_server(config) as server:
+        yield server
+
+
+@asynccontextmanager
+async def _run_server(config: ServerConfig) -> AsyncIterator[LocalServer]:
+    try:
+        async with trio.open_nursery() as nursery:
+            core = ServerCore(config, nursery)
+            url = f"ws://{_url_host(config.host)}:{config.port}{_CONTROL_PATH}"
+            if config.tcp:
+                listeners = await trio.open_tcp_listeners(config.port, host=config.host or None)
+                # Port 0 gives each address family its own port; keep one so the URL is exact.
+                for extra in listeners[1:]:
+                    await extra.aclose()
+                listener = listeners[0]
+                address, port = listener.socket.getsockname()[:2]
+                url = f"ws://{_url_host(str(address))}:{port}{_CONTROL_PATH}"
+                nursery.start_soon(
+                    functools.partial(
+                        trio.serve_listeners,
+                        functools.partial(_tcp_handler, core),
+                        [listener],
+                        handler_nursery=nursery,
+                    )
+                )
+            nursery.start_soon(core.faults.run_chaos)
+            server = LocalServer(core, url)
+            logger.info("local backtest server at %s", url)
+            try:
+                yield server
+            finally:
+                await server._shutdown()
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:
+            _reraise(group.exceptions[0])
+        raise
+
+
+def _reraise(exc: BaseException) -> NoReturn:
+    cause, context = exc.__cause__, exc.__context__
+    try:
+        raise exc
+    finally:
+        exc.__cause__, exc.__context__ = cause, context
+        del exc
+
+
+async def _tcp_handler(core: ServerCore, stream: trio.SocketStream) -> None:
+    await handle_connection(core, stream, None)
+
+
+async def serve_backtest(
+    config: ServerConfig | None = None,
+    *,
+    task_status: trio.TaskStatus[LocalServer] = trio.TASK_STATUS_IGNORED,
+) -> NoReturn:
+    """Run a local server until cancelled; ``nursery.start`` it to get the :class:`LocalServer`."""
+    async with _run_server(config if config is not None else ServerConfig()) as server:
+        task_status.started(server)
+        await trio.sleep_forever()
+    raise AssertionError("unreachable")  # pragma: no cover
