@@ -1,7 +1,7 @@
 """The wire protocol, sans I/O: models and the codec (no trio import anywhere here).
 
 See ``protocol.md``. Everything that crosses a socket is encoded and decoded by
-:mod:`trio_backtest.protocol.codec`.
+``trio_backtest.protocol.codec``.
 """
 
 from __future__ import annotations
@@ -79,3 +79,84 @@ from .codec import decode_control as decode_control
 from .codec import decode_rpc as decode_rpc
 from .codec import encode_control as encode_control
 from .codec import encode_rpc as encode_rpc
+
+__all__ = [
+    # the codec
+    "decode_control",
+    "decode_rpc",
+    "encode_control",
+    "encode_rpc",
+    # the one exception
+    "ProtocolError",
+    # control plane (protocol.md §2)
+    "KNOWN_STATUSES",
+    "AccountData",
+    "AttachBacktestSession",
+    "AttachParallelControlSessionV2",
+    "ClientMessage",
+    "CloseBacktestSession",
+    "CloseSessionV1",
+    "Completed",
+    "Continue",
+    "ContinueParams",
+    "ContinueSessionV1",
+    "ContinueTo",
+    "ContinueToSessionV1",
+    "ControlMessage",
+    "CreateBacktestSession",
+    "CreateSession",
+    "CreateSessionParams",
+    "Discovery",
+    "DiscoveryBatch",
+    "ParallelSessionAttachedV2",
+    "Paused",
+    "ReadyForContinue",
+    "ResumeAttachedSession",
+    "Sequenced",
+    "ServerError",
+    "ServerEvent",
+    "ServerMessage",
+    "SessionAttached",
+    "SessionCreated",
+    "SessionEventV2",
+    "SessionsCreatedV2",
+    "Slot",
+    "Status",
+    "Success",
+    "UnknownMessage",
+    # server errors (protocol.md §4)
+    "ERROR_VARIANTS",
+    "AdvanceSlotFailed",
+    "BacktestError",
+    "ClerkError",
+    "InitializingSysvarsFailed",
+    "Internal",
+    "InvalidAccountEncoding",
+    "InvalidAccountOwner",
+    "InvalidAccountPubkey",
+    "InvalidBlockhashFormat",
+    "InvalidRequest",
+    "InvalidTransactionEncoding",
+    "InvalidTransactionFormat",
+    "NoMoreBlocks",
+    "SessionNotFound",
+    "SessionOwnerMismatch",
+    "SimulationError",
+    "UnknownBacktestError",
+    # data plane (protocol.md §5)
+    "INVALID_PARAMS",
+    "METHOD_NOT_FOUND",
+    "PARSE_ERROR",
+    "REPLAY_WINDOW_EXCEEDED",
+    "AccountDiffNotification",
+    "AccountDiffPayload",
+    "AccountDiffSubscribe",
+    "AccountDiffUnsubscribe",
+    "RpcError",
+    "RpcMessage",
+    "RpcResult",
+    "TransactionNotification",
+    "TransactionPayload",
+    "TransactionSubscribe",
+    "TransactionUnsubscribe",
+]

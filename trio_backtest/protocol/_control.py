@@ -1,8 +1,8 @@
 """Models of the control plane (protocol.md §2.1 and §2.2).
 
 Server messages double as the events a managed session hands its user: the codec
-decodes ``readyForContinue`` straight into :class:`ReadyForContinue`, ``error`` into
-:class:`ServerError`, and so on.
+decodes ``readyForContinue`` straight into ``ReadyForContinue``, ``error`` into
+``ServerError``, and so on.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ class Discovery:
 @final
 @attrs.frozen
 class CreateSessionParams:
-    """Parameters of ``createBacktestSession``; build it with :func:`CreateSession`."""
+    """Parameters of ``createBacktestSession``; build it with ``CreateSession``."""
 
     start_slot: int
     """First slot, inclusive."""
@@ -135,10 +135,10 @@ def CreateSession(
     discoveries: tuple[str | Discovery, ...] | list[str | Discovery] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> CreateSessionParams:
-    """Build :class:`CreateSessionParams` from ``end_slot`` or ``slot_count``.
+    """Build ``CreateSessionParams`` from ``end_slot`` or ``slot_count``.
 
     ``slot_count=n`` means ``end_slot = start_slot + n``, as in the reference client.
-    ``discoveries`` takes program ids (or :class:`Discovery` values).
+    ``discoveries`` takes program ids (or ``Discovery`` values).
 
     Raises:
         ValueError: both or neither of ``end_slot`` and ``slot_count`` given, or a
@@ -373,7 +373,6 @@ class Slot:
     slot: int
 
 
-#: The ``status`` phases protocol.md documents; any other string is legal too.
 KNOWN_STATUSES: frozenset[str] = frozenset(
     {
         "preparingBundle",
@@ -388,6 +387,7 @@ KNOWN_STATUSES: frozenset[str] = frozenset(
         "executedUserTransactions",
     }
 )
+"""The ``status`` phases protocol.md documents; any other string is legal too."""
 
 
 @final

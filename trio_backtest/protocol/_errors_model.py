@@ -214,7 +214,6 @@ class UnknownBacktestError(BacktestError):
         return self.variant
 
 
-#: Every known variant by its PascalCase wire name.
 ERROR_VARIANTS: Mapping[str, type[BacktestError]] = {
     cls.name: cls
     for cls in (
@@ -235,3 +234,4 @@ ERROR_VARIANTS: Mapping[str, type[BacktestError]] = {
         SessionOwnerMismatch,
     )
 }
+"""Every known variant by its PascalCase wire name."""

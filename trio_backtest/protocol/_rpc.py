@@ -31,11 +31,15 @@ __all__ = [
     "TransactionUnsubscribe",
 ]
 
-#: JSON-RPC error codes the data plane uses.
 PARSE_ERROR = -32700
+"""JSON-RPC error code: the frame was not valid JSON."""
 METHOD_NOT_FOUND = -32601
+"""JSON-RPC error code: the data plane has no such method."""
 INVALID_PARAMS = -32602
+"""JSON-RPC error code: the method's params were unacceptable."""
 REPLAY_WINDOW_EXCEEDED = -32010
+"""JSON-RPC error code: ``replayFromSlot`` is older than the server keeps; see
+``RpcError.oldest_slot``."""
 
 TRANSACTION_NOTIFICATION = "transactionNotification"
 ACCOUNT_DIFF_NOTIFICATION = "accountDiffNotification"

@@ -2,13 +2,13 @@
 
 Four entry points, relied on by the client, the local server and the tests:
 
-* :func:`encode_control` / :func:`decode_control` for the control socket;
-* :func:`encode_rpc` / :func:`decode_rpc` for the data plane.
+* ``encode_control`` / ``decode_control`` for the control socket;
+* ``encode_rpc`` / ``decode_rpc`` for the data plane.
 
 Decoders accept camelCase and snake_case for every multi-word key, a missing or
 ``null`` ``params``, and unknown extra keys (kept in the model's ``extra``). Unknown
-methods decode to :class:`UnknownMessage`. Anything that breaks ``protocol.md``
-raises :class:`ProtocolError` naming the method and key; the decoders raise nothing
+methods decode to ``UnknownMessage``. Anything that breaks ``protocol.md``
+raises ``ProtocolError`` naming the method and key; the decoders raise nothing
 else.
 """
 
@@ -474,7 +474,7 @@ def encode_control(
     """Encode one control message as a JSON text frame.
 
     Args:
-        message: A control model, or a :class:`Sequenced` to include its ``seqId``.
+        message: A control model, or a ``Sequenced`` to include its ``seqId``.
         snake_case: Spell the message's own keys snake_case (``sessionId`` ->
             ``session_id``); the local server uses this to prove clients read both.
 
