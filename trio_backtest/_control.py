@@ -29,6 +29,7 @@ from ._transport import (
     Link,
     cause_of,
     check_transport_security,
+    discard,
     open_io_nursery,
     resolve_rpc_endpoint,
     websocket_connector,
@@ -244,7 +245,7 @@ class ControlHandle:
                 await self._converse(link, window, task_status)
         except Dead:
             self._link = None
-            await trio.aclose_forcefully(ws)
+            await discard(ws)
             raise
         finally:
             self.counters.messages += link.messages
@@ -305,6 +306,7 @@ class ControlHandle:
                     raise Dead(DisconnectCause.protocol(f"attach answered by {error.message}"))
         if not isinstance(message, SessionAttached):
             raise Dead(DisconnectCause.timeout("sessionAttached"))
+        self._readiness.on_attached(link.number)
         # The replay follows at once; deliver it while the subscriptions come back.
         resumed = trio.Event()
 
@@ -320,6 +322,8 @@ class ControlHandle:
             while not isinstance(message, Success):
                 message = await self._receive(link, handshake=True)
             logger.info("session %s resumed", self.info.session_id)
+            if self._readiness.on_resumed(link.number):
+                await self._deliver(ReadyForContinue())
             return
         raise Dead(DisconnectCause.timeout("resume success"))
 
@@ -417,7 +421,7 @@ class ControlHandle:
                 pass
             finally:
                 if link is not None:
-                    await trio.aclose_forcefully(link.ws)
+                    await discard(link.ws)
 
     @staticmethod
     async def _decode_quietly(link: Link) -> object:

@@ -18,7 +18,15 @@ from ._events import AccountDiff, StreamGap, Transaction
 from ._plumbing import Counters, Drained, Ended, unwrap_single
 from ._policy import CauseKind, DisconnectCause, FailureWindow, GiveUp, ReconnectPolicy
 from ._status import Closed, Failed, Parked, Reconnecting, StatusCell, Up
-from ._transport import Connector, Dead, Link, cause_of, open_io_nursery, websocket_connector
+from ._transport import (
+    Connector,
+    Dead,
+    Link,
+    cause_of,
+    discard,
+    open_io_nursery,
+    websocket_connector,
+)
 from .protocol import (
     REPLAY_WINDOW_EXCEEDED,
     AccountDiffNotification,
@@ -304,7 +312,7 @@ class SubscriptionHandle:
                     nursery.cancel_scope.cancel()
         except Dead:
             self._link = None
-            await trio.aclose_forcefully(ws)
+            await discard(ws)
             raise
         finally:
             if guard is not None:
@@ -429,7 +437,7 @@ class SubscriptionHandle:
             try:
                 await link.ws.aclose()
             finally:
-                await trio.aclose_forcefully(link.ws)
+                await discard(link.ws)
 
 
 @final

@@ -30,6 +30,7 @@ __all__ = [
     "Link",
     "cause_of",
     "check_transport_security",
+    "discard",
     "open_io_nursery",
     "resolve_rpc_endpoint",
     "websocket_connector",
@@ -121,6 +122,18 @@ def resolve_rpc_endpoint(control_url: str, rpc_endpoint: str) -> str:
     base = urllib.parse.urlsplit(control_url)
     path = target.path if target.path.startswith("/") else "/" + target.path
     return urllib.parse.urlunsplit((base.scheme, base.netloc, path, target.query, ""))
+
+
+async def discard(ws: WebSocketConnection) -> None:
+    """Drop a connection at once, and be sure its byte stream is closed.
+
+    trio-websocket's ``aclose()`` returns early once the peer has closed, leaving the
+    underlying stream (a TCP socket) open until garbage collection; close it here.
+    """
+    await trio.aclose_forcefully(ws)
+    stream = getattr(ws, "_stream", None)
+    if isinstance(stream, trio.abc.AsyncResource):
+        await trio.aclose_forcefully(stream)
 
 
 class Dead(Exception):

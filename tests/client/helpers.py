@@ -1,0 +1,69 @@
+"""Helpers shared by the managed-client tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from trio_backtest import (
+    AccountDiff,
+    ContinueParams,
+    ManagedBacktestSession,
+    ManagedEvent,
+    ReadyForContinue,
+    Transaction,
+)
+from trio_backtest.server import LocalServer
+
+
+async def drive(session: ManagedBacktestSession, stride: int = 10) -> list[ManagedEvent]:
+    """Run ``session`` to completion, continuing by ``stride``; every event, in order."""
+    seen: list[ManagedEvent] = []
+    async for event in session.events():
+        seen.append(event)
+        if isinstance(event, ReadyForContinue):
+            await session.send_continue(ContinueParams(advance_count=stride))
+    return seen
+
+
+def expected_transactions(
+    srv: LocalServer, programs: Iterable[str], start: int, end: int
+) -> list[str]:
+    """Signatures the server executed in ``[start, end]`` mentioning any of ``programs``."""
+    wanted = tuple(programs)
+    return [
+        tx.signature
+        for slot in range(start, end + 1)
+        for tx in srv.ledger.slot(slot).transactions
+        if any(tx.mentions(p) for p in wanted)
+    ]
+
+
+def expected_diffs(
+    srv: LocalServer, programs: Iterable[str], start: int, end: int
+) -> list[tuple[str, str]]:
+    """``(signature, account)`` of the diffs in ``[start, end]`` of accounts ``programs`` own."""
+    wanted = tuple(programs)
+    return [
+        (d.signature, d.account)
+        for slot in range(start, end + 1)
+        for d in srv.ledger.slot(slot).diffs
+        if any(d.matches(p, "program") for p in wanted)
+    ]
+
+
+def signatures(events: Iterable[ManagedEvent]) -> list[str]:
+    """The transactions among ``events``, by signature, in order."""
+    return [e.signature for e in events if isinstance(e, Transaction)]
+
+
+def diff_keys(events: Iterable[ManagedEvent]) -> list[tuple[str, str]]:
+    """The account diffs among ``events``, as ``(signature, account)``, in order."""
+    return [(e.signature, e.account) for e in events if isinstance(e, AccountDiff)]
+
+
+async def until_ready(session: ManagedBacktestSession) -> list[ManagedEvent]:
+    """Consume events up to and including the next `ReadyForContinue`."""
+    seen: list[ManagedEvent] = []
+    while not seen or not isinstance(seen[-1], ReadyForContinue):
+        seen.append(await session.next_event())
+    return seen

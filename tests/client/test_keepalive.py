@@ -1,0 +1,83 @@
+"""Keepalive: a silent peer is declared dead on time; a slow consumer never is."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from tests.client.helpers import drive, expected_transactions, signatures, until_ready
+from tests.conftest import SECRET_KEY
+from trio_backtest import (
+    KEEPALIVE_INTERVAL,
+    KEEPALIVE_MISS_DEADLINE,
+    Completed,
+    ContinueParams,
+    CreateSession,
+    Reconnecting,
+    Up,
+    open_backtest_session,
+)
+from trio_backtest.server import LocalServer
+
+
+async def test_black_holed_control_is_declared_dead_at_the_exact_time(
+    server: LocalServer, autojump_clock: trio.abc.Clock
+) -> None:
+    create = CreateSession(start_slot=0, slot_count=3, disconnect_timeout_secs=300)
+    async with open_backtest_session(
+        server.url, SECRET_KEY, create, connector=server.connector()
+    ) as session:
+        opened = trio.current_time()
+        await until_ready(session)
+        # The first ping goes out one interval after the connection opened and its
+        # pong is the last sign of life; then the server goes silent.
+        await trio.sleep_until(opened + KEEPALIVE_INTERVAL + 1)
+        server.faults.black_hole("control")
+        status = await session.status.wait_for(lambda s: isinstance(s, Reconnecting))
+        assert trio.current_time() == pytest.approx(
+            opened + KEEPALIVE_INTERVAL + KEEPALIVE_MISS_DEADLINE, abs=1e-6
+        )
+        assert "silen" in str(status.cause) or "keepalive" in str(status.cause)
+        await session.status.wait_for(lambda s: isinstance(s, Up))
+        await session.send_continue(ContinueParams(advance_count=10))
+        events = await drive(session)
+    assert isinstance(events[-1], Completed)
+    assert session.statistics().reconnects == {"control": 1}
+
+
+async def test_black_holed_subscription_is_reconnected(
+    server: LocalServer, autojump_clock: trio.abc.Clock
+) -> None:
+    create = CreateSession(start_slot=0, slot_count=19, disconnect_timeout_secs=300)
+    program = server.ledger.programs[0]
+    async with open_backtest_session(
+        server.url, SECRET_KEY, create, connector=server.connector()
+    ) as session:
+        handle = await session.subscribe_transactions([program])
+        up_at = trio.current_time()
+        server.faults.black_hole("data")
+        await handle.status.wait_for(lambda s: isinstance(s, Reconnecting))
+        # No frame at all since the subscription came up: dead one deadline later.
+        assert trio.current_time() == pytest.approx(up_at + KEEPALIVE_MISS_DEADLINE, abs=1e-6)
+        events = await drive(session, stride=5)
+    assert signatures(events) == expected_transactions(server, [program], 0, 19)
+
+
+async def test_a_consumer_stalled_for_ten_minutes_causes_no_reconnect(
+    server: LocalServer, autojump_clock: trio.abc.Clock
+) -> None:
+    create = CreateSession(start_slot=0, slot_count=199, disconnect_timeout_secs=60)
+    programs = server.ledger.programs[:4]
+    async with open_backtest_session(
+        server.url, SECRET_KEY, create, connector=server.connector()
+    ) as session:
+        await session.subscribe_transactions(programs)
+        await until_ready(session)
+        await session.send_continue(ContinueParams(advance_count=200))
+        await trio.sleep(600)  # the user is busy; every buffer fills up
+        assert len(server.executed_slots(session.info.session_id)) < 200  # back-pressure held
+        events = await drive(session)
+        stats = session.statistics()
+    assert stats.reconnects == {"control": 0, "transactions[0]": 0}
+    assert signatures(events) == expected_transactions(server, programs, 0, 199)
+    assert isinstance(events[-1], Completed)
