@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import trio
 
-from tests.client.helpers import drive, expected_transactions, signatures
+from tests.client.helpers import (
+    diff_keys,
+    drive,
+    expected_diffs,
+    expected_transactions,
+    signatures,
+)
 from tests.conftest import SECRET_KEY
 from trio_backtest import (
     Completed,
@@ -103,3 +109,25 @@ async def test_drop_in_the_last_stride_is_recovered_before_completed(
     assert signatures(events) == expected
     assert isinstance(events[-1], Completed)
     assert not any(isinstance(e, StreamGap) for e in events)
+
+
+async def test_zstd_subscription_survives_a_drop(
+    server: LocalServer, autojump_clock: trio.abc.Clock
+) -> None:
+    create = CreateSession(start_slot=0, slot_count=39, disconnect_timeout_secs=60)
+    programs = server.ledger.programs[:2]
+    async with open_backtest_session(
+        server.url, SECRET_KEY, create, connector=server.connector()
+    ) as session:
+        await session.subscribe_transactions(programs, compression="zstd")
+        await session.subscribe_account_diffs(programs[:1], compression="zstd")
+        # A reconnect must start a fresh decompressor: the old context is gone.
+        server.faults.drop("data", after_messages=40)
+        events = await drive(session, stride=20)
+        stats = session.statistics()
+    assert sum(stats.reconnects.values()) >= 1
+    got = signatures(events)
+    assert len(got) == len(set(got))
+    assert set(got) == set(expected_transactions(server, programs, 0, 39))
+    assert diff_keys(events) == expected_diffs(server, programs[:1], 0, 39)
+    assert stats.protocol_errors == 0
