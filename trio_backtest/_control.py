@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from typing import Any, final
+from typing import Any, NoReturn, final
 
 import trio
 
@@ -47,6 +47,7 @@ from .protocol import (
     ProtocolError,
     ReadyForContinue,
     ResumeAttachedSession,
+    Sequenced,
     ServerError,
     SessionAttached,
     SessionCreated,
@@ -60,7 +61,7 @@ from .protocol import (
     encode_control,
 )
 
-__all__ = ["ControlHandle", "spawn_control_manager"]
+__all__ = ["ControlHandle", "ControlManager", "spawn_control_manager"]
 
 logger = logging.getLogger("trio_backtest.control")
 
@@ -71,75 +72,57 @@ async def _no_gate() -> None:
     await trio.lowlevel.checkpoint()
 
 
-@final
-class ControlHandle:
-    """A live control manager: its events, its status, and the way to send continues.
+Sendable = tuple[str, Callable[[int], None]]
+"""An encoded request for the control socket, and what to call once it went out on
+control connection number N."""
 
-    Returned by `spawn_control_manager` once the session exists. Events arrive on
-    `events` (`ControlEvent` values) when the handle was spawned on its own; a
-    `ManagedBacktestSession` reads them for you.
+
+class ControlManager:
+    """What every control manager shares: the connection loop, keepalive, reconnects,
+    the continue queue and the bounded graceful close.
+
+    Subclasses say how a session is created, re-attached, read and closed.
     """
+
+    _what = "session"
 
     def __init__(
         self,
         *,
         url: str,
         api_key: ApiKey,
-        create: CreateSessionParams,
         config: ClientConfig,
         connector: Connector,
-        sink: trio.MemorySendChannel[Any],
-        completed: trio.Event,
+        resumable: bool,
         resume_gate: Callable[[], Awaitable[None]] = _no_gate,
         subscriptions_closed: Callable[[], Awaitable[None]] = _no_gate,
-        events: trio.MemoryReceiveChannel[Any] | None = None,
     ) -> None:
         self._url = url
         self._api_key = api_key
-        self._create = create
         self._config = config
         self._connector = connector
-        self._sink = sink
-        self._completed = completed
+        self._resumable = resumable
         self._resume_gate = resume_gate
         self._subscriptions_closed = subscriptions_closed
-        self._continue_send, self._continue_recv = trio.open_memory_channel[ContinueRequest](1)
+        self._outbox_send, self._outbox = trio.open_memory_channel[Sendable](1)
         self._rng = config.rng if config.rng is not None else random.Random()
-        self._seq = SequenceFilter()
-        self._readiness = ReadinessTracker()
         self._link: Link | None = None
+        self._created = False
         self._scope = trio.CancelScope()
         self._done = trio.Event()
-        self.events = events
-        """Control events, when spawned without a session (else ``None``)."""
         self.status = StatusCell()
         """The control connection's `ConnectionStatus`."""
         self.counters = Counters()
         """Running counters for ``statistics()``."""
-        self.info: SessionInfo | None = None
-        """The session's identity, set once it was created."""
-
-    def __repr__(self) -> str:
-        return f"<ControlHandle {self._url!r} status={self.status.value!r}>"
 
     @property
     def resumable(self) -> bool:
         """Whether the server keeps the session across control drops."""
-        return self._create.resumable
+        return self._resumable
 
-    @property
-    def create_params(self) -> CreateSessionParams:
-        """What the session was created with."""
-        return self._create
-
-    async def send(self, request: ContinueRequest) -> None:
-        """Hand a continue to the control connection (capacity 1: waits for room).
-
-        Raises:
-            ContinueSendError: the manager has ended.
-        """
+    async def _enqueue(self, item: Sendable) -> None:
         try:
-            await self._continue_send.send(request)
+            await self._outbox_send.send(item)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise ContinueSendError("the control connection has ended") from None
 
@@ -148,9 +131,37 @@ class ControlHandle:
         self._scope.cancel()
         await self._done.wait()
 
+    # ------------------------------------------------------------------ hooks
+
+    async def _create(self, link: Link) -> None:
+        """Create the session on the first connection (raise `Dead` to retry)."""
+        raise NotImplementedError
+
+    async def _attach(self, link: Link) -> None:
+        """Re-attach on a later connection, up to the answer; the replay follows."""
+        raise NotImplementedError
+
+    def _on_attached(self, link: Link) -> None:
+        """The replay begins."""
+
+    async def _on_resumed(self, link: Link) -> None:
+        """The resume was acknowledged."""
+
+    async def _on_message(self, decoded: Sequenced[Any], link: Link, handshake: bool) -> object:
+        """Handle one decoded frame; return what a handshake waits for, else ``None``."""
+        raise NotImplementedError
+
+    async def _broadcast(self, item: object) -> None:
+        """Hand ``item`` (a failure) to every reader of this manager's events."""
+        raise NotImplementedError
+
+    def _finished(self) -> bool:
+        """Whether the session has ended on purpose, so a closed socket is expected."""
+        return False
+
     # ------------------------------------------------------------------ the task
 
-    async def run(self, *, task_status: trio.TaskStatus[ControlHandle]) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[Any]) -> None:
         """The manager task: connect, handshake, read, reconnect; close on cancellation."""
         try:
             with self._scope:
@@ -160,11 +171,11 @@ class ControlHandle:
                     finally:
                         await self._graceful_close()
         finally:
-            self._continue_recv.close()
+            self._outbox.close()
             self.status.finish(Closed())
             self._done.set()
 
-    async def _loop(self, io: trio.Nursery, task_status: trio.TaskStatus[ControlHandle]) -> None:
+    async def _loop(self, io: trio.Nursery, task_status: trio.TaskStatus[Any]) -> None:
         window = FailureWindow(ReconnectPolicy(self._config), self._rng)
         number = 0
         while True:
@@ -174,18 +185,17 @@ class ControlHandle:
                 return
             except Dead as exc:
                 cause = exc.cause
+            if self._finished():
+                return
             error = self._unrecoverable(cause)
-            now = trio.current_time()
-            decision = window.dropped(now, cause) if error is None else None
+            decision = window.dropped(trio.current_time(), cause) if error is None else None
             if decision is None or isinstance(decision, GiveUp):
                 reason = str(cause) if decision is None else decision.reason
                 if error is None:
                     error = (
-                        SessionCreateError(reason)
-                        if self.info is None
-                        else ControlFailedError(reason)
+                        ControlFailedError(reason) if self._created else SessionCreateError(reason)
                     )
-                await self._fail(error, task_started=self.info is not None)
+                await self._fail(error)
                 return
             self.counters.reconnects += 1
             self.status.set(Reconnecting(decision.attempt, cause))
@@ -199,27 +209,27 @@ class ControlHandle:
 
     def _unrecoverable(self, cause: DisconnectCause) -> ManagedSessionError | None:
         """The error for a drop that no reconnect can mend, else ``None``."""
-        if self.info is not None and not self.resumable:
+        if self._created and not self._resumable:
             if cause.code in (1000, 1001):
-                return ControlClosedError(f"the server closed the session ({cause})")
+                return ControlClosedError(f"the server closed the {self._what} ({cause})")
             return ControlFailedError(
-                f"control connection lost and the session is not resumable ({cause})"
+                f"control connection lost and the {self._what} is not resumable ({cause})"
             )
         return None
 
-    async def _fail(self, error: ManagedSessionError, *, task_started: bool) -> None:
+    async def _fail(self, error: ManagedSessionError) -> None:
         logger.error("control manager failed: %s", error)
         self.status.set(Failed(str(error)))
-        if not task_started:
+        if not self._created:
             raise error
-        await self._deliver(Ended("control", error))
+        await self._broadcast(Ended("control", error))
 
     async def _connection(
         self,
         io: trio.Nursery,
         number: int,
         window: FailureWindow,
-        task_status: trio.TaskStatus[ControlHandle],
+        task_status: trio.TaskStatus[Any],
     ) -> None:
         """One control connection, from connect to drop (raises `Dead`)."""
         cfg = self._config
@@ -253,24 +263,169 @@ class ControlHandle:
             link.messages = link.bytes = 0
 
     async def _converse(
-        self, link: Link, window: FailureWindow, task_status: trio.TaskStatus[ControlHandle]
+        self, link: Link, window: FailureWindow, task_status: trio.TaskStatus[Any]
     ) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(link.keepalive)
-            if self.info is None:
-                await self._create_session(link)
+            if not self._created:
+                await self._create(link)
+                self._created = True
                 self.status.set(Up())
                 window.connected(trio.current_time())
                 task_status.started(self)
             else:
-                await self._attach_session(link, nursery)
+                await self._reattach(link, nursery)
                 self.status.set(Up())
                 window.connected(trio.current_time())
-            nursery.start_soon(self._send_continues, link)
-            await self._read_forever(link)
+            nursery.start_soon(self._send_queued, link)
+            while True:
+                await self._receive(link, handshake=False)
 
-    async def _create_session(self, link: Link) -> None:
-        await link.send(encode_control(CreateBacktestSession(self._create)))
+    async def _reattach(self, link: Link, nursery: trio.Nursery) -> None:
+        timeout = self._config.handshake_response_timeout
+        with trio.move_on_after(timeout) as scope:
+            await self._attach(link)
+        if scope.cancelled_caught:
+            raise Dead(DisconnectCause.timeout("the attach answer"))
+        self._on_attached(link)
+        # The replay follows at once; deliver it while the subscriptions come back.
+        resumed = trio.Event()
+
+        async def resume() -> None:
+            await self._resume_gate()
+            await link.send(encode_control(ResumeAttachedSession()))
+            resumed.set()
+
+        nursery.start_soon(resume)
+        message: object = None
+        while not resumed.is_set():
+            message = await self._receive(link, handshake=True)
+        with trio.move_on_after(timeout):
+            while not isinstance(message, Success):
+                message = await self._receive(link, handshake=True)
+            logger.info("%s resumed", self._what)
+            await self._on_resumed(link)
+            return
+        raise Dead(DisconnectCause.timeout("resume success"))
+
+    async def _receive(self, link: Link, *, handshake: bool) -> object:
+        """Read and handle one frame (see `_on_message`).
+
+        During a handshake, a frame that breaks the protocol ends the connection;
+        afterwards it is logged, counted and dropped.
+        """
+        raw = await link.receive()
+        try:
+            decoded = decode_control(raw)
+        except ProtocolError as exc:
+            self.counters.protocol_errors += 1
+            logger.warning("control: dropped a malformed frame: %s", exc)
+            if handshake:
+                raise Dead(DisconnectCause.protocol(str(exc))) from None
+            return None
+        return await self._on_message(decoded, link, handshake)
+
+    async def _send_queued(self, link: Link) -> None:
+        async for text, on_sent in self._outbox:
+            # Counted as sent before the write: if the write fails, the continue was
+            # lost in the drop and the resume's fresh ready must be delivered.
+            on_sent(link.number)
+            await link.send(text)
+
+    async def _graceful_close(self) -> None:
+        """Close the session and the socket within one ``graceful_close_timeout``.
+
+        The subscriptions are closed first; then ``closeBacktestSession``, its
+        ``success`` and the close frame; the socket is dropped whatever happened.
+        """
+        link = self._link
+        deadline = trio.current_time() + self._config.graceful_close_timeout
+        with trio.CancelScope(shield=True, deadline=deadline):
+            try:
+                await self._subscriptions_closed()
+                if link is None:
+                    return
+                failed = isinstance(self.status.value, Failed)
+                if self._created and not self._finished() and not failed:
+                    await link.send(encode_control(CloseBacktestSession()))
+                    while not isinstance(await self._decode_quietly(link), Success):
+                        pass
+                    logger.info("%s closed", self._what)
+                await link.ws.aclose()
+            except Dead:
+                pass
+            finally:
+                if link is not None:
+                    await discard(link.ws)
+
+    @staticmethod
+    async def _decode_quietly(link: Link) -> object:
+        try:
+            return decode_control(await link.receive()).message
+        except ProtocolError:
+            return None
+
+
+@final
+class ControlHandle(ControlManager):
+    """A live control manager of one session: its events, status, and continues.
+
+    Returned by `spawn_control_manager` once the session exists. Events arrive on
+    `events` (`ControlEvent` values) when the handle was spawned on its own; a
+    `ManagedBacktestSession` reads them for you.
+    """
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        api_key: ApiKey,
+        create: CreateSessionParams,
+        config: ClientConfig,
+        connector: Connector,
+        sink: trio.MemorySendChannel[Any],
+        completed: trio.Event,
+        resume_gate: Callable[[], Awaitable[None]] = _no_gate,
+        subscriptions_closed: Callable[[], Awaitable[None]] = _no_gate,
+        events: trio.MemoryReceiveChannel[Any] | None = None,
+    ) -> None:
+        super().__init__(
+            url=url,
+            api_key=api_key,
+            config=config,
+            connector=connector,
+            resumable=create.resumable,
+            resume_gate=resume_gate,
+            subscriptions_closed=subscriptions_closed,
+        )
+        self._create_params = create
+        self._sink = sink
+        self._completed = completed
+        self._seq = SequenceFilter()
+        self._readiness = ReadinessTracker()
+        self.events = events
+        """Control events, when spawned without a session (else ``None``)."""
+        self.info: SessionInfo | None = None
+        """The session's identity, set once it was created."""
+
+    def __repr__(self) -> str:
+        return f"<ControlHandle {self._url!r} status={self.status.value!r}>"
+
+    @property
+    def create_params(self) -> CreateSessionParams:
+        """What the session was created with."""
+        return self._create_params
+
+    async def send(self, request: ContinueRequest) -> None:
+        """Hand a continue to the control connection (capacity 1: waits for room).
+
+        Raises:
+            ContinueSendError: the manager has ended.
+        """
+        await self._enqueue((encode_control(request), self._readiness.on_continue_sent))
+
+    async def _create(self, link: Link) -> None:
+        await link.send(encode_control(CreateBacktestSession(self._create_params)))
         with trio.move_on_after(self._config.handshake_response_timeout):
             while True:
                 message = await self._receive(link, handshake=True)
@@ -288,100 +443,40 @@ class ControlHandle:
                     logger.debug("ignored before sessionCreated: %r", message)
         raise Dead(DisconnectCause.timeout("sessionCreated"))
 
-    async def _attach_session(self, link: Link, nursery: trio.Nursery) -> None:
+    async def _attach(self, link: Link) -> None:
         assert self.info is not None
-        attach = AttachBacktestSession(self.info.session_id, self._seq.high_water)
-        await link.send(encode_control(attach))
-        timeout = self._config.handshake_response_timeout
-        message: object | None = None
-        with trio.move_on_after(timeout):
-            while True:
-                message = await self._receive(link, handshake=True)
-                if isinstance(message, SessionAttached):
-                    break
-                if isinstance(message, ServerError):
-                    error = message.error
-                    if isinstance(error, SessionNotFound | SessionOwnerMismatch):
-                        raise Dead(DisconnectCause.server_error(error.name, error.message))
-                    raise Dead(DisconnectCause.protocol(f"attach answered by {error.message}"))
-        if not isinstance(message, SessionAttached):
-            raise Dead(DisconnectCause.timeout("sessionAttached"))
-        self._readiness.on_attached(link.number)
-        # The replay follows at once; deliver it while the subscriptions come back.
-        resumed = trio.Event()
-
-        async def resume() -> None:
-            await self._resume_gate()
-            await link.send(encode_control(ResumeAttachedSession()))
-            resumed.set()
-
-        nursery.start_soon(resume)
-        while not resumed.is_set():
-            message = await self._receive(link, handshake=True)
-        with trio.move_on_after(timeout):
-            while not isinstance(message, Success):
-                message = await self._receive(link, handshake=True)
-            logger.info("session %s resumed", self.info.session_id)
-            if self._readiness.on_resumed(link.number):
-                await self._deliver(ReadyForContinue())
-            return
-        raise Dead(DisconnectCause.timeout("resume success"))
-
-    async def _read_forever(self, link: Link) -> None:
+        await link.send(
+            encode_control(AttachBacktestSession(self.info.session_id, self._seq.high_water))
+        )
         while True:
-            await self._receive(link, handshake=False)
+            message = await self._receive(link, handshake=True)
+            if isinstance(message, SessionAttached):
+                return
+            if isinstance(message, ServerError):
+                raise_attach_error(message)
 
-    async def _receive(self, link: Link, *, handshake: bool) -> object | None:
-        """Read one frame; deliver what the user should see, return the rest.
+    def _on_attached(self, link: Link) -> None:
+        self._readiness.on_attached(link.number)
 
-        Sequenced duplicates and repeated readiness are dropped here. During a
-        handshake, a frame that breaks the protocol ends the connection.
-        """
-        raw = await link.receive()
-        try:
-            decoded = decode_control(raw)
-        except ProtocolError as exc:
-            self.counters.protocol_errors += 1
-            logger.warning("control: dropped a malformed frame: %s", exc)
-            if handshake:
-                raise Dead(DisconnectCause.protocol(str(exc))) from None
-            return None
+    async def _on_resumed(self, link: Link) -> None:
+        if self._readiness.on_resumed(link.number):
+            await self._deliver(ReadyForContinue())
+
+    async def _broadcast(self, item: object) -> None:
+        await self._deliver(item)
+
+    async def _on_message(self, decoded: Sequenced[Any], link: Link, handshake: bool) -> object:
         if not self._seq.accept(decoded.seq_id):
             self.counters.duplicates += 1
             return None
-        if self._seq.jumps:
-            logger.debug("control: seqId jumped to %s", decoded.seq_id)
         message = decoded.message
-        event: ControlEvent | None = None
-        match message:
-            case Slot():
-                self._readiness.on_slot_or_completed()
-                event = message
-            case Completed():
-                self._readiness.on_slot_or_completed()
-                self._completed.set()
-                event = message
-            case ReadyForContinue():
-                if self._readiness.on_ready(link.number):
-                    event = message
-                else:
-                    self.counters.duplicates += 1
-                    return None
-            case Paused():
-                self._readiness.on_paused()
-                event = message
-            case Status() | DiscoveryBatch():
-                event = message
-            case ServerError():
-                if handshake:
-                    return message
-                event = message
-            case UnknownMessage():
-                self.counters.unknown_messages += 1
-                logger.info("control: ignored unknown method %r", message.method)
-                return None
-            case _:
-                return message
+        if handshake and isinstance(message, ServerError):
+            return message
+        event = route_event(message, self._readiness, link.number, self.counters)
+        if event is None:
+            return message if not isinstance(message, UnknownMessage) else None
+        if isinstance(event, Completed):
+            self._completed.set()
         await self._deliver(event)
         return None
 
@@ -391,43 +486,43 @@ class ControlHandle:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             logger.debug("control: nobody reads events any more; dropped %r", item)
 
-    async def _send_continues(self, link: Link) -> None:
-        async for request in self._continue_recv:
-            # Counted as sent before the write: if the write fails, the continue was
-            # lost in the drop and the resume's fresh ready must be delivered.
-            self._readiness.on_continue_sent(link.number)
-            await link.send(encode_control(request))
 
-    async def _graceful_close(self) -> None:
-        """Close the session and the socket within one ``graceful_close_timeout``.
+def raise_attach_error(message: ServerError) -> NoReturn:
+    """Turn an error answer to an attach into the `Dead` that says whether to retry."""
+    error = message.error
+    if isinstance(error, SessionNotFound | SessionOwnerMismatch):
+        raise Dead(DisconnectCause.server_error(error.name, error.message))
+    raise Dead(DisconnectCause.protocol(f"attach answered by {error.message}"))
 
-        The subscriptions are closed first; then ``closeBacktestSession``, its
-        ``success`` and the close frame; the socket is dropped whatever happened.
-        """
-        link = self._link
-        deadline = trio.current_time() + self._config.graceful_close_timeout
-        with trio.CancelScope(shield=True, deadline=deadline):
-            try:
-                await self._subscriptions_closed()
-                if link is None:
-                    return
-                if self.info is not None and not isinstance(self.status.value, Failed):
-                    await link.send(encode_control(CloseBacktestSession()))
-                    while not isinstance(await self._decode_quietly(link), Success):
-                        pass
-                    logger.info("session %s closed", self.info.session_id)
-                await link.ws.aclose()
-            except Dead:
-                pass
-            finally:
-                if link is not None:
-                    await discard(link.ws)
 
-    @staticmethod
-    async def _decode_quietly(link: Link) -> object:
-        try:
-            return decode_control(await link.receive()).message
-        except ProtocolError:
+def route_event(
+    message: object, readiness: ReadinessTracker, connection: int, counters: Counters
+) -> ControlEvent | None:
+    """The user-facing event for a server message, or ``None`` to hold it back.
+
+    Feeds the readiness tracker: a repeated ``readyForContinue`` is dropped (and
+    counted); unknown methods are counted and logged; handshake-level messages
+    (``sessionCreated``, ``success``, ...) are not events.
+    """
+    match message:
+        case Slot() | Completed():
+            readiness.on_slot_or_completed()
+            return message
+        case ReadyForContinue():
+            if readiness.on_ready(connection):
+                return message
+            counters.duplicates += 1
+            return None
+        case Paused():
+            readiness.on_paused()
+            return message
+        case Status() | DiscoveryBatch() | ServerError():
+            return message
+        case UnknownMessage():
+            counters.unknown_messages += 1
+            logger.info("control: ignored unknown method %r", message.method)
+            return None
+        case _:
             return None
 
 
