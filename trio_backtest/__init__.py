@@ -25,6 +25,9 @@ from ._config import RECONNECT_UPTIME_RESET as RECONNECT_UPTIME_RESET
 from ._config import ClientConfig as ClientConfig
 from ._control import ControlHandle as ControlHandle
 from ._control import spawn_control_manager as spawn_control_manager
+from ._coordinator import CoordinatorStatistics as CoordinatorStatistics
+from ._coordinator import ReconnectCoordinator as ReconnectCoordinator
+from ._coordinator import StreamingGuard as StreamingGuard
 from ._errors import ContinueSendError as ContinueSendError
 from ._errors import ControlClosedError as ControlClosedError
 from ._errors import ControlFailedError as ControlFailedError
@@ -39,8 +42,15 @@ from ._events import SessionInfo as SessionInfo
 from ._events import StreamGap as StreamGap
 from ._events import SubscriptionNotification as SubscriptionNotification
 from ._events import Transaction as Transaction
+from ._parallel import ManagedParallelSession as ManagedParallelSession
+from ._parallel import ParallelStatistics as ParallelStatistics
+from ._parallel import ParallelSubSession as ParallelSubSession
+from ._parallel import open_parallel_session as open_parallel_session
+from ._policy import CauseKind as CauseKind
 from ._policy import DisconnectCause as DisconnectCause
+from ._policy import GiveUp as GiveUp
 from ._policy import ReconnectPolicy as ReconnectPolicy
+from ._policy import Retry as Retry
 from ._session import ManagedBacktestSession as ManagedBacktestSession
 from ._session import SessionStatistics as SessionStatistics
 from ._session import open_backtest_session as open_backtest_session

@@ -6,7 +6,7 @@ import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager, nullcontext
-from typing import Any, final
+from typing import Any, Protocol, final
 
 import attrs
 import trio
@@ -81,7 +81,34 @@ class _EventIterator:
         return await self._session.next_event()
 
 
-@final
+class SessionControl(Protocol):
+    """What a session needs of its control connection (one session's, or a batch's)."""
+
+    @property
+    def info(self) -> SessionInfo | None:
+        """The session's identity once created."""
+        ...
+
+    @property
+    def status(self) -> StatusCell:
+        """The control connection's status."""
+        ...
+
+    @property
+    def counters(self) -> Counters:
+        """Counters for ``statistics()``."""
+        ...
+
+    @property
+    def create_params(self) -> CreateSessionParams:
+        """The session's range and options."""
+        ...
+
+    async def send(self, request: ContinueRequest) -> None:
+        """Queue a continue for the control socket."""
+        ...
+
+
 class ManagedBacktestSession:
     """One backtest session: its control connection, subscriptions and event stream.
 
@@ -92,7 +119,7 @@ class ManagedBacktestSession:
     def __init__(
         self,
         nursery: trio.Nursery,
-        control: ControlHandle,
+        control: SessionControl,
         *,
         config: ClientConfig,
         connector: Connector,
