@@ -79,9 +79,8 @@ async def scenario(gate: bool, backpressure: str) -> str:
 
 
 def main() -> None:
-    print(
-        f"8 sub-sessions x 25 slots, one link of {LINK_BYTES_PER_SECOND} B/s, all streams dropped at t=5 s"
-    )
+    link = f"one link of {LINK_BYTES_PER_SECOND} B/s"
+    print(f"8 sub-sessions x 25 slots, {link}, all streams dropped at t=5 s")
     for backpressure in ("block", "drop"):
         for gate in (True, False):
             wall = time.perf_counter()
