@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nox
 
 nox.options.sessions = ["tests", "lint", "typecheck"]
@@ -43,5 +45,5 @@ def docs(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Run every benchmark and print its figures."""
     session.install("-e", ".[test]")
-    for script in sorted(__import__("pathlib").Path("benchmarks").glob("bench_*.py")):
-        session.run("python", str(script), *session.posargs)
+    for script in sorted(Path("benchmarks").glob("bench_*.py")):
+        session.run("python", "-m", f"benchmarks.{script.stem}", *session.posargs)

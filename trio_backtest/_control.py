@@ -248,7 +248,7 @@ class ControlManager:
             if cause is None:
                 raise
             raise Dead(cause) from None
-        link = Link(ws, cfg, number)
+        link = Link(ws, cfg, number, self.counters)
         self._link = link
         try:
             with unwrap_single():
@@ -257,10 +257,6 @@ class ControlManager:
             self._link = None
             await discard(ws)
             raise
-        finally:
-            self.counters.messages += link.messages
-            self.counters.bytes += link.bytes
-            link.messages = link.bytes = 0
 
     async def _converse(
         self, link: Link, window: FailureWindow, task_status: trio.TaskStatus[Any]

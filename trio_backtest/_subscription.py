@@ -290,7 +290,7 @@ class SubscriptionHandle:
             if cause is None:
                 raise
             raise Dead(cause) from None
-        link = Link(ws, cfg, number)
+        link = Link(ws, cfg, number, self.counters)
         self._link = link
         guard: StreamingGuardLike | None = None
         try:
@@ -317,9 +317,6 @@ class SubscriptionHandle:
         finally:
             if guard is not None:
                 guard.release()
-            self.counters.messages += link.messages
-            self.counters.bytes += link.bytes
-            link.messages = link.bytes = 0
 
     async def _subscribe(self, wire: _Wire) -> None:
         """Send one subscribe per address; return once every one is acknowledged."""

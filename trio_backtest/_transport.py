@@ -21,6 +21,7 @@ import trio_websocket
 from trio_websocket import WebSocketConnection
 
 from ._config import ClientConfig
+from ._plumbing import Counters
 from ._policy import DisconnectCause
 
 __all__ = [
@@ -173,15 +174,16 @@ class Link:
     consumer) never counts, so a slow consumer never looks like a dead server.
     """
 
-    def __init__(self, ws: WebSocketConnection, config: ClientConfig, number: int) -> None:
+    def __init__(
+        self, ws: WebSocketConnection, config: ClientConfig, number: int, counters: Counters
+    ) -> None:
         self.ws = ws
         self.number = number
         """1 for the first connection of a manager, 2 for the next, ..."""
         self._config = config
         self._waiting: trio.CancelScope | None = None
         self._pings = 0
-        self.messages = 0
-        self.bytes = 0
+        self._counters = counters
 
     def _life(self) -> None:
         if self._waiting is not None:
@@ -220,8 +222,8 @@ class Link:
                 raise Dead(cause) from None
             finally:
                 self._waiting = None
-            self.messages += 1
-            self.bytes += len(message)
+            self._counters.messages += 1
+            self._counters.bytes += len(message)
             return message
         raise Dead(DisconnectCause.keepalive())
 

@@ -1,0 +1,52 @@
+"""Run the local server in a separate process for the benchmarks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+KEY = "bench-key"
+
+_SERVE = """
+import sys, trio
+from trio_backtest.server import ServerConfig, LedgerConfig, serve_backtest
+
+async def main():
+    ledger = LedgerConfig(seed=1, bundle_size={bundle})
+    config = ServerConfig(api_keys=({key!r},), record=False, ledger=ledger)
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(serve_backtest, config)
+        print(server.url, flush=True)
+        await trio.to_thread.run_sync(sys.stdin.read)  # until the parent closes stdin
+        nursery.cancel_scope.cancel()
+
+trio.run(main)
+"""
+
+
+@contextmanager
+def server_process(bundle_size: int = 100) -> Iterator[str]:
+    """Start a local server in a child process; yield its control URL."""
+    code = _SERVE.format(key=KEY, bundle=bundle_size)
+    with subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        assert proc.stdout is not None
+        assert proc.stdin is not None
+        url = proc.stdout.readline().strip()
+        if not url.startswith("ws://"):
+            proc.kill()
+            raise RuntimeError(f"the server did not start: {url!r}")
+        try:
+            yield url
+        finally:
+            proc.stdin.close()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
