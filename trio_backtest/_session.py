@@ -30,14 +30,33 @@ from .protocol import (
     ContinueParams,
     ContinueTo,
     CreateSessionParams,
+    InvalidAccountEncoding,
+    InvalidAccountOwner,
+    InvalidAccountPubkey,
+    InvalidRequest,
+    InvalidTransactionEncoding,
+    InvalidTransactionFormat,
     Paused,
     ReadyForContinue,
+    ServerError,
     Slot,
 )
 
 __all__ = ["ManagedBacktestSession", "SessionStatistics", "open_backtest_session"]
 
 logger = logging.getLogger("trio_backtest.session")
+
+#: Errors with which a server refuses a continue and stays as it was. The spec's
+#: readiness rules are silent here; a driver that got one may continue again (after
+#: fixing its request), so the session counts as ready once more.
+REFUSALS = (
+    InvalidRequest,
+    InvalidTransactionEncoding,
+    InvalidTransactionFormat,
+    InvalidAccountEncoding,
+    InvalidAccountOwner,
+    InvalidAccountPubkey,
+)
 
 
 @final
@@ -141,6 +160,7 @@ class ManagedBacktestSession:
         self._held_completion: Completed | None = None
         self._delivered_completion = False
         self._ready = False
+        self._answer_pending = False
         self._failure: ManagedSessionError | None = None
         self._position = control.create_params.start_slot
         self._delivered: Counter[str] = Counter()
@@ -290,8 +310,13 @@ class ManagedBacktestSession:
         match event:
             case ReadyForContinue() | Paused():
                 self._ready = True
+                self._answer_pending = False
             case Slot(slot=slot):
                 self._position = slot
+                self._answer_pending = False
+            case ServerError(error=error) if self._answer_pending and isinstance(error, REFUSALS):
+                self._ready = True  # the continue was refused; the session did not move
+                self._answer_pending = False
         self._delivered[type(event).__name__] += 1
         return event
 
@@ -329,12 +354,12 @@ class ManagedBacktestSession:
             raise NotReadyError(
                 "the session is not ready: wait for ReadyForContinue or Paused before continuing"
             )
-        self._ready = False
+        self._ready, self._answer_pending = False, True
         try:
             await self._wait_all_up()
             await self._control.send(request)
         except BaseException:
-            self._ready = True
+            self._ready, self._answer_pending = True, False
             raise
 
     async def continue_until_ready(
@@ -352,7 +377,8 @@ class ManagedBacktestSession:
             on_event: Called with each event as it arrives (may be async).
 
         Returns:
-            Every event received, the `ReadyForContinue`/`Paused`/`Completed` last.
+            Every event received, the `ReadyForContinue`/`Paused`/`Completed` last (or
+            the `ServerError` with which the server refused the continue).
         """
         await self.send_continue(params)
         collected: list[ManagedEvent] = []
@@ -364,7 +390,9 @@ class ManagedBacktestSession:
                     if result is not None:
                         await result
                 collected.append(event)
-                if isinstance(event, ReadyForContinue | Paused | Completed):
+                if isinstance(event, ReadyForContinue | Paused | Completed) or (
+                    isinstance(event, ServerError) and self._ready
+                ):
                     return collected
 
     async def _wait_all_up(self) -> None:

@@ -144,6 +144,8 @@ class SubscriptionHandle:
         self._done = trio.Event()
         self._link: Link | None = None
         self._started = False
+        self._finished = False
+        self._drain_expired = False
         self.name = name
         """A short label for logs and statistics, e.g. ``transactions[0]``."""
         self.notifications = notifications
@@ -263,7 +265,19 @@ class SubscriptionHandle:
         await self._finish()
 
     async def _finish(self) -> None:
-        await self._deliver(Drained(self.name))
+        if not self._finished:
+            self._finished = True
+            await self._deliver(Drained(self.name))
+
+    async def _drain_deadline(self, connection: trio.CancelScope) -> None:
+        """After ``Completed``, stop waiting for the server's close after ``drain_timeout``."""
+        await self._completed.wait()
+        if self._completed_at is None:
+            self._completed_at = trio.current_time()
+        await trio.sleep_until(self._completed_at + self._config.drain_timeout)
+        logger.info("subscription %s: drain timeout; the stream is taken as complete", self.name)
+        self._drain_expired = True
+        connection.cancel()
 
     async def _connection(
         self,
@@ -308,8 +322,11 @@ class SubscriptionHandle:
                     if not self._started:
                         self._started = True
                         task_status.started(self)
+                    nursery.start_soon(self._drain_deadline, nursery.cancel_scope)
                     await self._stream(state)
                     nursery.cancel_scope.cancel()
+            if self._drain_expired:
+                await self._finish()
         except Dead:
             self._link = None
             await discard(ws)

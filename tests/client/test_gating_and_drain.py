@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+from contextlib import suppress
 from typing import Any
 
+import pytest
 import trio
-from trio_websocket import WebSocketConnection
+from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from tests.client.helpers import drive, expected_transactions, signatures, until_ready
 from tests.conftest import SECRET_KEY
 from trio_backtest import (
+    DRAIN_TIMEOUT,
     Completed,
     ContinueParams,
     CreateSession,
     ReadyForContinue,
     Reconnecting,
+    Slot,
     Transaction,
     Up,
     open_backtest_session,
@@ -95,3 +99,55 @@ async def test_trailing_notifications_arrive_before_completed(
     assert isinstance(events[-1], Completed)
     last_tx = max(i for i, e in enumerate(events) if isinstance(e, Transaction))
     assert last_tx == len(events) - 2
+
+
+class _NeverClosed:
+    """A WebSocket stand-in whose peer never finishes: a close looks like silence."""
+
+    def __init__(self, inner: WebSocketConnection) -> None:
+        self._inner = inner
+
+    async def get_message(self) -> str | bytes:
+        try:
+            return await self._inner.get_message()
+        except ConnectionClosed:
+            await trio.sleep_forever()
+            raise  # pragma: no cover
+
+    async def ping(self, payload: bytes | None = None) -> None:
+        with suppress(ConnectionClosed):
+            await self._inner.ping(payload)
+            return
+        await trio.sleep_forever()  # no pong from a peer that pretends to be there
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+async def test_completed_after_the_drain_timeout_when_the_stream_never_ends(
+    server: LocalServer, autojump_clock: trio.abc.Clock
+) -> None:
+    inner = server.connector()
+
+    async def connector(nursery: trio.Nursery, url: str, **kwargs: Any) -> Any:
+        conn = await inner(nursery, url, **kwargs)
+        return conn if url.endswith("/backtest") else _NeverClosed(conn)
+
+    program = server.ledger.programs[0]
+    create = CreateSession(start_slot=0, slot_count=4, disconnect_timeout_secs=60)
+    async with open_backtest_session(
+        server.url, SECRET_KEY, create, connector=connector
+    ) as session:
+        await session.subscribe_transactions([program])
+        await until_ready(session)
+        await session.send_continue(ContinueParams(advance_count=5))
+        seen = []
+        with trio.fail_after(10 * DRAIN_TIMEOUT):  # a missing drain bound would hang here
+            async for event in session.events():
+                seen.append((trio.current_time(), event))
+    completed_at, completed = seen[-1]
+    assert isinstance(completed, Completed)
+    last_slot_at = max(t for t, e in seen if isinstance(e, Slot))
+    assert completed_at == pytest.approx(last_slot_at + DRAIN_TIMEOUT, abs=1e-6)
+    got = [e.signature for _, e in seen if isinstance(e, Transaction)]
+    assert got == expected_transactions(server, [program], 0, 4)

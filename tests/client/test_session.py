@@ -21,9 +21,11 @@ from trio_backtest import (
     NotReadyError,
     Paused,
     ReadyForContinue,
+    ServerError,
     Slot,
     open_backtest_session,
 )
+from trio_backtest.protocol import InvalidTransactionEncoding
 from trio_backtest.server import LocalServer, open_local_server
 
 
@@ -108,3 +110,20 @@ async def test_snake_case_server_is_understood(autojump_clock: trio.abc.Clock) -
             events = await drive(session, stride=2)
     assert signatures(events) == expected_transactions(srv, srv.ledger.programs[:1], 0, 4)
     assert isinstance(events[-1], Completed)
+
+
+async def test_a_refused_continue_leaves_the_session_ready(
+    server: LocalServer, autojump_clock: trio.abc.Clock
+) -> None:
+    create = CreateSession(start_slot=0, slot_count=3)
+    async with open_backtest_session(
+        server.url, SECRET_KEY, create, connector=server.connector()
+    ) as session:
+        await until_ready(session)
+        refused = await session.continue_until_ready(ContinueParams(transactions=("%%%",)))
+        assert isinstance(refused[-1], ServerError)
+        assert isinstance(refused[-1].error, InvalidTransactionEncoding)
+        assert session.ready
+        assert server.executed_slots(session.info.session_id) == []
+        rest = await session.continue_until_ready(ContinueParams(advance_count=10))
+        assert isinstance(rest[-1], Completed)
