@@ -462,8 +462,7 @@ class ControlHandle(ControlManager):
         await self._deliver(item)
 
     async def _on_message(self, decoded: Sequenced[Any], link: Link, handshake: bool) -> object:
-        if not self._seq.accept(decoded.seq_id):
-            self.counters.duplicates += 1
+        if not accept_sequenced(self._seq, decoded.seq_id, self.counters, "control"):
             return None
         message = decoded.message
         if handshake and isinstance(message, ServerError):
@@ -481,6 +480,30 @@ class ControlHandle(ControlManager):
             await self._sink.send(item)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             logger.debug("control: nobody reads events any more; dropped %r", item)
+
+
+def accept_sequenced(
+    seq: SequenceFilter, seq_id: int | None, counters: Counters, what: str
+) -> bool:
+    """Whether to handle a message with ``seq_id``.
+
+    A duplicate is counted and dropped; a jump (messages the server no longer kept) is
+    accepted and logged as a warning.
+    """
+    jumps = seq.jumps
+    if not seq.accept(seq_id):
+        counters.duplicates += 1
+        return False
+    if seq.jumps != jumps and seq.last_jump is not None:
+        expected, received = seq.last_jump
+        logger.warning(
+            "%s: seqId jumped from %d to %d; %d message(s) were not replayed",
+            what,
+            expected,
+            received,
+            received - expected,
+        )
+    return True
 
 
 def raise_attach_error(message: ServerError) -> NoReturn:

@@ -20,6 +20,7 @@ from ._config import ClientConfig
 from ._control import (
     ContinueRequest,
     ControlManager,
+    accept_sequenced,
     raise_attach_error,
     route_event,
 )
@@ -220,8 +221,8 @@ class _BatchControl(ControlManager):
             self.counters.unknown_messages += 1
             logger.info("parallel batch: event for an unknown sub-session")
             return None
-        if not sub.seq.accept(message.seq_id):
-            sub.own.duplicates += 1
+        where = f"sub-session {sub.session_id[:6]}"
+        if not accept_sequenced(sub.seq, message.seq_id, sub.own, where):
             return None
         event = message.event
         if isinstance(event, Success):
