@@ -40,6 +40,7 @@ class SessionInfo:
     """Identity of a created session."""
 
     session_id: str
+    """The server's id for the session (a bearer secret for its data plane)."""
     rpc_endpoint: str
     """The data plane's absolute ``ws(s)://`` URL."""
 
@@ -50,7 +51,9 @@ class Transaction:
     """One executed transaction matching a transaction subscription."""
 
     slot: int
+    """The slot the transaction executed in."""
     signature: str
+    """The transaction's first signature (base58), its identity."""
     raw: Mapping[str, Any] = attrs.field(repr=False)
     """The ``getTransaction``-shaped payload as the server sent it."""
 
@@ -71,13 +74,17 @@ class AccountDiff:
     """One account change matching an account-diff subscription."""
 
     slot: int
+    """The slot of the writing transaction."""
     signature: str
+    """The signature of the writing transaction."""
     account: str
+    """The changed account (base58)."""
     pre: Mapping[str, Any] | None = attrs.field(repr=False)
     """The account before the transaction (``None`` for a created account)."""
     post: Mapping[str, Any] | None = attrs.field(repr=False)
     """The account after it (``None`` for a deleted account)."""
     raw: Mapping[str, Any] = attrs.field(repr=False)
+    """The notification payload as the server sent it."""
 
     @classmethod
     def from_payload(cls, payload: AccountDiffPayload) -> AccountDiff:
@@ -104,7 +111,9 @@ class StreamGap:
     subscription: str
     """The address (program id or account) of the affected subscription."""
     from_slot: int
+    """First slot of the range (inclusive)."""
     to_slot: int
+    """Last slot of the range (inclusive)."""
 
 
 ControlEvent = ReadyForContinue | Paused | DiscoveryBatch | Slot | Status | Completed | ServerError

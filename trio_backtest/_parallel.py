@@ -310,11 +310,15 @@ class ParallelStatistics:
     """A snapshot of a batch: its control connection and every sub-session."""
 
     control_session_id: str | None
+    """The batch's id on the server (``None`` before it was created)."""
     control_reconnects: int
+    """Reconnects of the shared control connection."""
     control_status: str
+    """The class name of the control connection's current status, e.g. ``Up``."""
     sub_sessions: Mapping[str, SessionStatistics]
     """Each sub-session's statistics, by session id."""
     coordinator: CoordinatorStatistics
+    """The batch's reconnect coordinator."""
 
 
 @final

@@ -65,6 +65,7 @@ class SessionStatistics:
     """A snapshot of one session's counters."""
 
     session_id: str | None
+    """The session's id (``None`` before it was created)."""
     events: Mapping[str, int]
     """Events delivered to the user, by event class name."""
     reconnects: Mapping[str, int]
@@ -76,7 +77,9 @@ class SessionStatistics:
     gaps: int
     """`StreamGap` events delivered."""
     messages_received: int
+    """WebSocket messages received on every connection of the session."""
     bytes_received: int
+    """Size of those messages: characters of text frames, bytes of binary (compressed) ones."""
     unknown_messages: int
     """Messages with a method this library does not know (logged, not delivered)."""
     protocol_errors: int
