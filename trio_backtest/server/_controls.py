@@ -96,6 +96,7 @@ class FaultControls:
         self._link: Link | None = None
         self._failures: dict[str, str] = {}
         self.chaos = chaos
+        """The random faults in effect (``None``: none); `clear` turns them off."""
         self._chaos_rng = random.Random(chaos.seed if chaos is not None else 0)
 
     # ------------------------------------------------------------ public controls

@@ -130,6 +130,7 @@ class Delivery:
     """One frame the server wrote, as the server's own record of a session."""
 
     plane: Literal["control", "data"]
+    """The kind of socket the frame went out on."""
     connection: int
     """The server's number for the socket (increasing from 1 per server)."""
     method: str | None
