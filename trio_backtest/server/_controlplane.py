@@ -93,6 +93,7 @@ class ControlConnection:
         self._wake_writer = trio.lowlevel.ParkingLot()
         self._room = trio.lowlevel.ParkingLot()
         self._dead = False
+        self._detached = False
         self._released = False
         self._closing = False
         self._garbage = 0
@@ -102,6 +103,11 @@ class ControlConnection:
     async def wait_room(self) -> None:
         """Wait while too many frames are unsent (a client that does not read)."""
         while not self._dead and len(self._outbox) >= _OUTBOX_LIMIT:
+            await self._room.park()
+
+    async def wait_flushed(self) -> None:
+        """Wait until every queued frame was written (or the socket is gone)."""
+        while not self._dead and self._outbox and not isinstance(self._outbox[0], _CloseItem):
             await self._room.park()
 
     def push(self, item: ControlItem) -> None:
@@ -131,19 +137,27 @@ class ControlConnection:
 
     async def serve(self) -> None:
         """Read and answer requests; on the way out, detach what this socket held."""
+        self.handle.on_drop = self._lost
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._writer, nursery.cancel_scope)
                 await self._reader()
                 nursery.cancel_scope.cancel()
         finally:
-            self._dead = True
-            self._room.unpark_all()
-            if not self._released:
-                if self.session is not None:
-                    self.session.detach(self)
-                if self.batch is not None:
-                    self.batch.detach(self)
+            self._lost()
+
+    def _lost(self) -> None:
+        """The socket is gone: detach what it held (once)."""
+        self._dead = True
+        self._room.unpark_all()
+        if self._detached:
+            return
+        self._detached = True
+        if not self._released:
+            if self.session is not None:
+                self.session.detach(self)
+            if self.batch is not None:
+                self.batch.detach(self)
 
     async def _reader(self) -> None:
         while True:

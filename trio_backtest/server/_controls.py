@@ -45,6 +45,8 @@ class ConnHandle:
         self.session_ids: frozenset[str] = frozenset()
         """Sessions the socket belongs to (a parallel control socket: the batch and all its
         sub-sessions)."""
+        self.on_drop: Callable[[], None] | None = None
+        """Called when the server itself drops the connection, which it knows at once."""
         self._close = close
 
     def matches(self, plane: Plane, session_id: str | None) -> bool:
@@ -60,6 +62,8 @@ class ConnHandle:
     def drop(self) -> None:
         """Lose the connection abruptly."""
         self.stream.drop()
+        if self.on_drop is not None:
+            self.on_drop()
 
 
 @final

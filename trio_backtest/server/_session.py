@@ -87,6 +87,9 @@ class ControlOut(Protocol):
     async def wait_room(self) -> None:
         """Wait while the socket has too much unsent."""
 
+    async def wait_flushed(self) -> None:
+        """Wait until everything queued was written (or the socket is gone)."""
+
     def push(self, item: ControlItem) -> None:
         """Queue a frame, in order."""
 
@@ -398,6 +401,13 @@ class Session:
 
     async def _boundary(self) -> bool:
         """Hold while detached; apply an injected failure. False when the session failed."""
+        # The control socket paces execution like TCP would: a session never runs ahead
+        # of what its client was told, so a drop stops it at the next boundary.
+        control = self.control
+        if control is not None:
+            await control.wait_flushed()
+        # Slots with no subscriber never wait on a socket: let other tasks run in between.
+        await trio.lowlevel.checkpoint()
         while self.held:
             await self._hold_changed.wait()
         failure = self.core.faults.take_failure(self.id)
