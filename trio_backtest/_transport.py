@@ -161,7 +161,9 @@ def cause_of(exc: BaseException) -> DisconnectCause | None:
     if isinstance(exc, trio.TooSlowError):
         return DisconnectCause.timeout("connect")
     if isinstance(exc, trio_websocket.HandshakeError | OSError | trio.BrokenResourceError):
-        return DisconnectCause.connect_failed(type(exc).__name__)
+        text = str(exc)
+        detail = type(exc).__name__ if not text else f"{type(exc).__name__}: {text}"
+        return DisconnectCause.connect_failed(detail[:200])
     return None
 
 
