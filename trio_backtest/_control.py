@@ -30,6 +30,7 @@ from ._transport import (
     cause_of,
     check_transport_security,
     discard,
+    one_death,
     open_io_nursery,
     resolve_rpc_endpoint,
     websocket_connector,
@@ -251,7 +252,7 @@ class ControlManager:
         link = Link(ws, cfg, number, self.counters)
         self._link = link
         try:
-            with unwrap_single():
+            with unwrap_single(), one_death():
                 await self._converse(link, window, task_status)
         except Dead:
             self._link = None

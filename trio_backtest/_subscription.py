@@ -24,6 +24,7 @@ from ._transport import (
     Link,
     cause_of,
     discard,
+    one_death,
     open_io_nursery,
     websocket_connector,
 )
@@ -308,7 +309,7 @@ class SubscriptionHandle:
         self._link = link
         guard: StreamingGuardLike | None = None
         try:
-            with unwrap_single():
+            with unwrap_single(), one_death():
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(link.keepalive)
                     decompressor = _Decompressor() if self._compression == "zstd" else None

@@ -12,8 +12,8 @@ import logging
 import ssl
 import struct
 import urllib.parse
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Protocol, final
 
 import trio
@@ -32,6 +32,7 @@ __all__ = [
     "cause_of",
     "check_transport_security",
     "discard",
+    "one_death",
     "open_io_nursery",
     "resolve_rpc_endpoint",
     "websocket_connector",
@@ -143,6 +144,32 @@ class Dead(Exception):
     def __init__(self, cause: DisconnectCause) -> None:
         super().__init__(str(cause))
         self.cause = cause
+
+
+@contextmanager
+def one_death() -> Iterator[None]:
+    """Let one `Dead` out of a connection's nursery, however many tasks saw the drop.
+
+    The reader and a sender can both see the same drop; and when the drop meets a
+    cancellation, the other tasks' `trio.Cancelled` comes along. Several `Dead` become the
+    first one; `Dead` beside `trio.Cancelled` gives way to the cancellation, which is what
+    the manager must act on. Any other group is left alone.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        deaths, rest = group.split(Dead)
+        if deaths is None:
+            raise
+        if rest is not None:
+            _, other = rest.split(trio.Cancelled)
+            if other is not None:
+                raise
+            raise rest from None
+        first: BaseException = deaths
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
 
 
 def cause_of(exc: BaseException) -> DisconnectCause | None:
