@@ -371,6 +371,7 @@ class Slot:
 
     method: ClassVar[str] = "slotNotification"
     slot: int
+    """The slot the session stands at; it has not executed it yet."""
 
 
 KNOWN_STATUSES: frozenset[str] = frozenset(
@@ -397,6 +398,7 @@ class Status:
 
     method: ClassVar[str] = "status"
     status: str
+    """The phase's name, e.g. ``preparingBundle``."""
     extra: Mapping[str, Any] = extra_field()
 
     @property
@@ -412,7 +414,9 @@ class Paused:
 
     method: ClassVar[str] = "paused"
     slot: int
+    """The slot the session stands in."""
     batch_index: int
+    """The index, within ``slot``, of the first transaction not yet executed."""
     extra: Mapping[str, Any] = extra_field()
 
 
@@ -423,7 +427,9 @@ class DiscoveryBatch:
 
     method: ClassVar[str] = "discoveryBatch"
     slot: int
+    """The slot of the matching batch."""
     batch_index: int
+    """Its index within the slot; ``continueTo(slot, batch_index)`` stops just before it."""
     transactions: tuple[str, ...]
     """Base64 serialized transactions of the batch."""
     extra: Mapping[str, Any] = extra_field()
@@ -438,6 +444,7 @@ class Completed:
     summary: Mapping[str, Any] | None = None
     """The server's summary, an open mapping (``None`` unless asked for)."""
     agent_stats: Any = None
+    """The server's agent statistics, as sent; protocol.md documents ``null``."""
     extra: Mapping[str, Any] = extra_field()
 
 
@@ -456,6 +463,7 @@ class ServerError:
 
     method: ClassVar[str] = "error"
     error: BacktestError
+    """The error variant, e.g. `InvalidRequest`; its fields say more."""
 
     @property
     def message(self) -> str:
