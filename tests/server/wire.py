@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import urllib.parse
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
@@ -245,3 +247,30 @@ def notification_signatures(frames: list[str | bytes]) -> list[str]:
         if type(message).__name__ == "TransactionNotification":
             out.append(result.signature)  # type: ignore[union-attr]
     return out
+
+
+@asynccontextmanager
+async def tcp_websocket(
+    url: str, headers: list[tuple[bytes, bytes]] | None = None
+) -> AsyncIterator[trio_websocket.WebSocketConnection]:
+    """A client WebSocket over TCP whose socket is closed however the connection ends.
+
+    trio-websocket's own helpers leave the socket open when the server closes first.
+    """
+    parts = urllib.parse.urlsplit(url)
+    assert parts.hostname is not None
+    assert parts.port is not None
+    stream = await trio.open_tcp_stream(parts.hostname, parts.port)
+    try:
+        async with trio.open_nursery() as nursery:
+            ws = await trio_websocket.wrap_client_stream(
+                nursery, stream, parts.netloc, parts.path, extra_headers=headers or []
+            )
+            try:
+                yield ws
+            finally:
+                with trio.move_on_after(5):
+                    await ws.aclose()
+                nursery.cancel_scope.cancel()
+    finally:
+        await trio.aclose_forcefully(stream)

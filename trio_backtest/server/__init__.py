@@ -23,6 +23,7 @@ from ._memory import memory_pipe_pair as memory_pipe_pair
 from ._server import LocalServer as LocalServer
 from ._server import MemoryConnector as MemoryConnector
 from ._server import open_local_server as open_local_server
+from ._server import open_server as open_server
 from ._server import serve_backtest as serve_backtest
 from ._session import SessionState as SessionState
 from ._stats import Delivery as Delivery

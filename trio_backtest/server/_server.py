@@ -26,7 +26,7 @@ from ._memory import memory_pipe_pair
 from ._session import Session
 from ._stats import Delivery, ServerStatistics
 
-__all__ = ["LocalServer", "MemoryConnector", "open_local_server", "serve_backtest"]
+__all__ = ["LocalServer", "MemoryConnector", "open_local_server", "open_server", "serve_backtest"]
 
 logger = logging.getLogger("trio_backtest.server")
 
@@ -56,7 +56,10 @@ def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
 
 
 async def _close_websocket(ws: trio_websocket.WebSocketConnection, code: int, reason: str) -> None:
-    with trio.move_on_after(_CLOSE_GRACE):
+    # Shielded (and bounded): the connection's own tasks end as soon as the close begins,
+    # and cancelling this with them would turn the close frame into an abrupt loss.
+    with trio.move_on_after(_CLOSE_GRACE) as scope:
+        scope.shield = True
         await ws.aclose(code, reason or None)
 
 
@@ -98,25 +101,36 @@ async def _serve_stream(core: ServerCore, stream: FaultStream) -> None:
         else:
             await _respond(stream, 404, "not found\n")
         return
-    async with trio.open_nursery() as nursery:
-        request: trio_websocket.WebSocketRequest | None = None
-        with trio.move_on_after(config.handshake_timeout):
-            request = await trio_websocket.wrap_server_stream(
-                nursery, PrefixedStream(stream, data), max_message_size=config.max_message_size
-            )
-        if request is None:
-            nursery.cancel_scope.cancel()
-            return
-        status, owner, session = _admit(core, plane, session_id, request.headers)
-        if status is not None:
-            core.counters.upgrades_refused[str(status)] += 1
-            await request.reject(status, body=f"{status}\n".encode())
-            nursery.cancel_scope.cancel()
-            return
-        ws = await request.accept()
-        assert plane is not None
-        await _serve_websocket(core, stream, ws, nursery, plane, owner, session)
-        nursery.cancel_scope.cancel()
+    handle: ConnHandle | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            request: trio_websocket.WebSocketRequest | None = None
+            with trio.move_on_after(config.handshake_timeout):
+                request = await trio_websocket.wrap_server_stream(
+                    nursery, PrefixedStream(stream, data), max_message_size=config.max_message_size
+                )
+            if request is None:
+                nursery.cancel_scope.cancel()
+                return
+            status, owner, session = _admit(core, plane, session_id, request.headers)
+            if status is not None:
+                core.counters.upgrades_refused[str(status)] += 1
+                await request.reject(status, body=f"{status}\n".encode())
+                nursery.cancel_scope.cancel()
+                return
+            ws = await request.accept()
+            assert plane is not None
+            handle = _accepted(core, stream, ws, nursery, plane)
+            await _serve_websocket(core, handle, ws, owner, session)
+            # Let the WebSocket's own tasks finish the close handshake (cancelling them
+            # midway would leave a close waiting for nothing), but only for so long.
+            nursery.cancel_scope.deadline = trio.current_time() + _CLOSE_GRACE
+    finally:
+        # Only now is the connection over, close handshake included.
+        if handle is not None:
+            core.faults.unregister(handle)
+            core.counters.connections_open[handle.plane] -= 1
+            core.connection_finished()
 
 
 def _admit(
@@ -142,15 +156,13 @@ def _admit(
     return None, session.owner, session
 
 
-async def _serve_websocket(
+def _accepted(
     core: ServerCore,
     stream: FaultStream,
     ws: trio_websocket.WebSocketConnection,
     nursery: trio.Nursery,
     plane: Literal["control", "data"],
-    owner: int,
-    session: Session | None,
-) -> None:
+) -> ConnHandle:
     def close(code: int, reason: str) -> None:
         with contextlib.suppress(RuntimeError):  # the connection already finished
             nursery.start_soon(_close_websocket, ws, code, reason)
@@ -159,8 +171,18 @@ async def _serve_websocket(
     core.faults.register(handle)
     core.counters.connections_accepted += 1
     core.counters.connections_open[plane] += 1
+    return handle
+
+
+async def _serve_websocket(
+    core: ServerCore,
+    handle: ConnHandle,
+    ws: trio_websocket.WebSocketConnection,
+    owner: int,
+    session: Session | None,
+) -> None:
     try:
-        if plane == "control":
+        if handle.plane == "control":
             await ControlConnection(core, handle, ws, owner).serve()
         else:
             assert session is not None
@@ -170,9 +192,6 @@ async def _serve_websocket(
             handle.session_ids = frozenset({session.id})
             await DataConnection(core, handle, ws, session).serve()
     finally:
-        core.faults.unregister(handle)
-        core.counters.connections_open[plane] -= 1
-        core.connection_finished()
         with trio.move_on_after(_CLOSE_GRACE) as scope:
             scope.shield = True
             await ws.aclose()
@@ -449,12 +468,19 @@ async def open_local_server(
         max_sessions_per_key=max_sessions_per_key,
         record=record,
     )
-    async with _run_server(config) as server:
+    async with open_server(config) as server:
         yield server
 
 
 @asynccontextmanager
-async def _run_server(config: ServerConfig) -> AsyncIterator[LocalServer]:
+async def open_server(config: ServerConfig) -> AsyncIterator[LocalServer]:
+    """Run a local backtest server configured by ``config`` for the duration of the block.
+
+    :func:`open_local_server` is the same with keyword arguments.
+
+    Raises:
+        OSError: the TCP listener could not be opened.
+    """
     try:
         async with trio.open_nursery() as nursery:
             core = ServerCore(config, nursery)
@@ -508,7 +534,7 @@ async def serve_backtest(
     task_status: trio.TaskStatus[LocalServer] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Run a local server until cancelled; ``nursery.start`` it to get the :class:`LocalServer`."""
-    async with _run_server(config if config is not None else ServerConfig()) as server:
+    async with open_server(config if config is not None else ServerConfig()) as server:
         task_status.started(server)
         await trio.sleep_forever()
     raise AssertionError("unreachable")  # pragma: no cover
