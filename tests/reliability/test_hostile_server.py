@@ -10,6 +10,7 @@ import itertools
 import logging
 import random
 
+import orjson
 import pytest
 import trio
 
@@ -17,12 +18,18 @@ from tests.client.helpers import until_ready
 from tests.conftest import SECRET_KEY
 from tests.reliability.fakes import URL, FakeConnection, control, open_fake_server
 from trio_backtest import (
+    HANDSHAKE_RESPONSE_TIMEOUT,
     RECONNECT_MAX_ATTEMPTS,
+    RECONNECT_MAX_TOTAL,
     CauseKind,
     ClientConfig,
+    ConnectionStatus,
     ContinueParams,
+    ControlClosedError,
+    ControlFailedError,
     CreateSession,
     DisconnectCause,
+    Failed,
     ManagedBacktestSession,
     ManagedEvent,
     ReadyForContinue,
@@ -30,8 +37,11 @@ from trio_backtest import (
     ReconnectPolicy,
     SessionCreateError,
     Slot,
+    Status,
+    Up,
     open_backtest_session,
 )
+from trio_backtest._config import RECONNECT_OVERLOAD_MIN_DELAY
 
 SIMPLE = CreateSession(start_slot=10, slot_count=5)
 RESUMABLE = CreateSession(start_slot=10, slot_count=5, disconnect_timeout_secs=60)
@@ -236,3 +246,303 @@ async def test_seq_id_going_back_is_dropped_and_a_jump_is_accepted_and_logged(
     jumps = [r for r in caplog.records if "seqId" in r.getMessage() and "9" in r.getMessage()]
     assert len(jumps) == 1
     assert jumps[0].levelno == logging.WARNING
+
+
+def _reconnect_causes(history: tuple[ConnectionStatus, ...]) -> list[DisconnectCause]:
+    return [s.cause for s in history if isinstance(s, Reconnecting)]
+
+
+async def test_an_oversized_frame_closes_with_1009_and_the_client_resumes(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    sent_at: list[float] = []
+
+    async def script(conn: FakeConnection) -> None:
+        if conn.number == 1:
+            await conn.create(seq=iter([1, 2, 3]))
+            await conn.expect("continue")
+            await conn.send(control("slotNotification", 11, seq=4))
+            sent_at.append(trio.current_time())
+            await conn.send(control("status", {"status": "x" * 5000}, seq=5))
+            await conn.hang()
+        assert (await conn.attach())["last_sequence"] == 4
+        await conn.expect("resumeAttachedSession")
+        await conn.send(control("status", {"status": "bundleReady"}, seq=5))  # a smaller replay
+        await conn.send(control("success"))
+        await conn.send(control("readyForContinue", seq=6))
+
+    config = ClientConfig(max_message_size=4096)
+    async with (
+        open_fake_server(script) as fake,
+        open_backtest_session(URL, SECRET_KEY, RESUMABLE, connector=fake, config=config) as session,
+    ):
+        await until_ready(session)
+        events = await _continue_and_collect(session)
+        history = session.status.history
+    assert events == [Slot(11), Status("bundleReady"), ReadyForContinue()]
+    first, second = fake.of("control")
+    assert first.close_code == 1009
+    assert second.opened_at == first.closed_at == sent_at[0]
+    assert [c.kind for c in _reconnect_causes(history)] == [CauseKind.OVERSIZE]
+
+
+async def test_an_oversized_frame_during_the_create_is_retried(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async def script(conn: FakeConnection) -> None:
+        if conn.number == 1:
+            await conn.expect("createBacktestSession")
+            await conn.send(control("status", {"status": "y" * 5000}))
+            await conn.hang()
+        await conn.create()
+
+    config = ClientConfig(max_message_size=4096)
+    async with (
+        open_fake_server(script) as fake,
+        open_backtest_session(URL, SECRET_KEY, SIMPLE, connector=fake, config=config) as session,
+    ):
+        assert await until_ready(session) == [Slot(10), ReadyForContinue()]
+        history = session.status.history
+    first, second = fake.of("control")
+    assert first.close_code == 1009
+    assert second.opened_at == first.opened_at
+    assert [c.kind for c in _reconnect_causes(history)] == [CauseKind.OVERSIZE]
+
+
+async def test_a_server_that_never_answers_times_out_the_create_exactly(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async def script(conn: FakeConnection) -> None:
+        if conn.number == 1:
+            await conn.hang()
+        await conn.create()
+
+    async with (
+        open_fake_server(script) as fake,
+        open_backtest_session(URL, SECRET_KEY, SIMPLE, connector=fake) as session,
+    ):
+        assert await until_ready(session) == [Slot(10), ReadyForContinue()]
+        history = session.status.history
+    first, second = fake.of("control")
+    assert [m["method"] for m in first.received] == ["createBacktestSession"]
+    assert second.opened_at - first.opened_at == HANDSHAKE_RESPONSE_TIMEOUT
+    (cause,) = _reconnect_causes(history)
+    assert cause.kind is CauseKind.TIMEOUT
+    assert "sessionCreated" in str(cause)
+
+
+async def test_a_server_that_never_answers_exhausts_the_time_budget(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with open_fake_server(FakeConnection.hang) as fake:
+        with pytest.raises(SessionCreateError, match="s of reconnecting") as info:
+            async with open_backtest_session(
+                URL, SECRET_KEY, SIMPLE, connector=fake, config=ClientConfig(rng=random.Random(2))
+            ):
+                pytest.fail("the create cannot succeed")  # pragma: no cover
+        failed_at = trio.current_time()
+    assert "timed out waiting for sessionCreated" in str(info.value)
+    attempts = [c.opened_at for c in fake.of("control")]
+    # Replay the schedule: each attempt waits its backoff, then the full handshake timeout.
+    policy, rng = ReconnectPolicy(ClientConfig()), random.Random(2)
+    cause = DisconnectCause.timeout("sessionCreated")
+    expected, now, window_start = [0.0], HANDSHAKE_RESPONSE_TIMEOUT, HANDSHAKE_RESPONSE_TIMEOUT
+    while now - window_start <= RECONNECT_MAX_TOTAL:
+        expected.append(now + policy.delay(len(expected), cause, rng))
+        now = expected[-1] + HANDSHAKE_RESPONSE_TIMEOUT
+    start = attempts[0]
+    assert [a - start for a in attempts] == pytest.approx(expected, abs=1e-9)
+    assert failed_at - start == pytest.approx(now, abs=1e-9)
+
+
+FLOOD = control("status", {"status": "preparingBundle"})
+
+
+async def _flood(conn: FakeConnection, until: trio.Event | None = None) -> None:
+    """Send ``status`` until ``until`` is set (or forever), one every 10 ms of virtual time."""
+    while until is None or not until.is_set():
+        await conn.send(FLOOD)
+        await trio.sleep(0.01)
+
+
+async def test_a_status_flood_before_creation_is_bounded_and_the_timeout_holds(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async def script(conn: FakeConnection) -> None:
+        if conn.number == 1:
+            await conn.expect("createBacktestSession")
+            await _flood(conn)
+        await conn.create()
+
+    config = ClientConfig(event_buffer=64)
+    async with (
+        open_fake_server(script) as fake,
+        open_backtest_session(URL, SECRET_KEY, SIMPLE, connector=fake, config=config) as session,
+    ):
+        first, second = fake.of("control")
+        # Bounded: the flood stalled once the event channel, trio-websocket's queue and
+        # the stream buffer were full, long before the timeout (18,000 at 10 ms each).
+        assert first.sent < 64 + 16 + 64 * 1024 // len(orjson.dumps(FLOOD)) + 8
+        assert second.opened_at - first.opened_at == HANDSHAKE_RESPONSE_TIMEOUT
+        events = await until_ready(session)
+    # Never dropped: every status the client read is delivered, before the new session's.
+    assert events[:-2] == [Status("preparingBundle")] * (len(events) - 2)
+    assert len(events) - 2 >= 64
+    assert events[-2:] == [Slot(10), ReadyForContinue()]
+
+
+async def test_a_status_flood_after_creation_never_blocks_the_user(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    continued_at: list[float] = []
+    flooded: list[int] = []
+
+    async def script(conn: FakeConnection) -> None:
+        await conn.create()
+        stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_flood, conn, stop)
+            await conn.expect("continue")
+            continued_at.append(trio.current_time())
+            stop.set()
+        flooded.append(conn.sent - 3)
+        await conn.send(control("slotNotification", 11))
+        await conn.send(control("readyForContinue"))
+
+    config = ClientConfig(event_buffer=64)
+    async with (
+        open_fake_server(script) as fake,
+        open_backtest_session(URL, SECRET_KEY, SIMPLE, connector=fake, config=config) as session,
+    ):
+        assert await until_ready(session) == [Slot(10), ReadyForContinue()]
+        await trio.sleep(600)  # a slow user: every buffer fills, the server's writes stall
+        (conn,) = fake.of("control")
+        assert conn.sent < 3 + 64 + 16 + 64 * 1024 // len(orjson.dumps(FLOOD)) + 8
+        stats = session.statistics()
+        before = trio.current_time()
+        await session.send_continue(ContinueParams(advance_count=1))
+        assert trio.current_time() == before  # handed over at once, flood or not
+        events = await until_ready(session)
+        after = session.statistics()
+    assert stats.reconnects == after.reconnects == {"control": 0}
+    assert events[-2:] == [Slot(11), ReadyForContinue()]
+    assert events[:-2] == [Status("preparingBundle")] * flooded[0]  # none dropped
+    assert continued_at[0] >= before
+
+
+async def test_a_user_can_give_up_during_a_flood_at_once(autojump_clock: trio.abc.Clock) -> None:
+    async def script(conn: FakeConnection) -> None:
+        await conn.expect("createBacktestSession")
+        await _flood(conn)
+
+    config = ClientConfig(event_buffer=64)
+    async with open_fake_server(script) as fake:
+        with trio.move_on_after(100) as scope:
+            async with open_backtest_session(
+                URL, SECRET_KEY, SIMPLE, connector=fake, config=config
+            ):
+                pytest.fail("the create cannot succeed")  # pragma: no cover
+        assert scope.cancelled_caught
+        assert trio.current_time() - fake.of("control")[0].opened_at == 100
+
+
+CLOSE_CODES = [1000, 1001, 1008, 1009, 1011, 1012, 1013, 4404, 4000]
+FINAL_CODES = {1008, 4404}
+
+
+def _retry_delay_ok(code: int, delay: float) -> bool:
+    """Attempt 1 is immediate, except after 1013 (at least the overload floor, jittered)."""
+    if code == 1013:
+        return RECONNECT_OVERLOAD_MIN_DELAY <= delay <= RECONNECT_OVERLOAD_MIN_DELAY * 1.2
+    return delay == 0
+
+
+@pytest.mark.parametrize("code", CLOSE_CODES)
+async def test_close_before_creation(code: int, autojump_clock: trio.abc.Clock) -> None:
+    async def script(conn: FakeConnection) -> None:
+        if conn.number == 1:
+            await conn.expect("createBacktestSession")
+            await conn.close(code, "scripted")
+            return
+        await conn.create()
+
+    async with open_fake_server(script) as fake:
+        if code in FINAL_CODES:
+            with pytest.raises(SessionCreateError, match=f"code {code}.*not retried"):
+                async with open_backtest_session(URL, SECRET_KEY, SIMPLE, connector=fake):
+                    pytest.fail("a final close code must not be retried")  # pragma: no cover
+            assert len(fake.of("control")) == 1
+            return
+        async with open_backtest_session(URL, SECRET_KEY, SIMPLE, connector=fake) as session:
+            assert await until_ready(session) == [Slot(10), ReadyForContinue()]
+            stats = session.statistics()
+            history = session.status.history
+    first, second = fake.of("control")
+    assert first.close_code == code
+    assert first.closed_at is not None
+    assert _retry_delay_ok(code, second.opened_at - first.closed_at)
+    assert stats.reconnects == {"control": 1}
+    (cause,) = _reconnect_causes(history)
+    assert cause.code == (None if code == 1009 else code)  # 1009 is classed as oversize
+
+
+@pytest.mark.parametrize("code", CLOSE_CODES)
+async def test_close_after_creation_of_a_non_resumable_session_is_never_retried(
+    code: int, autojump_clock: trio.abc.Clock
+) -> None:
+    async def script(conn: FakeConnection) -> None:
+        await conn.create()
+        await conn.close(code, "scripted")
+
+    expected = ControlClosedError if code in (1000, 1001) else ControlFailedError
+    detail = "max_message_size" if code == 1009 else f"code {code}"
+    async with open_fake_server(script) as fake:
+        with pytest.raises(expected, match=detail):
+            async with open_backtest_session(URL, SECRET_KEY, SIMPLE, connector=fake) as session:
+                assert await until_ready(session) == [Slot(10), ReadyForContinue()]
+                await session.next_event()
+        assert isinstance(session.status.value, Failed)
+    assert len(fake.of("control")) == 1
+    assert session.statistics().reconnects == {"control": 0}
+
+
+@pytest.mark.parametrize("code", CLOSE_CODES)
+async def test_close_after_creation_of_a_resumable_session(
+    code: int, autojump_clock: trio.abc.Clock
+) -> None:
+    async def script(conn: FakeConnection) -> None:
+        if conn.number == 1:
+            await conn.create(seq=iter([1, 2, 3]))
+            await trio.sleep(1)
+            await conn.close(code, "scripted")
+            return
+        assert (await conn.attach())["last_sequence"] == 3
+        await conn.expect("resumeAttachedSession")
+        await conn.send(control("success"))
+        await conn.send(control("readyForContinue", seq=4))  # the fresh ready (protocol §3.1)
+        await conn.expect("continue")
+        await conn.send(control("slotNotification", 11, seq=5))
+        await conn.send(control("readyForContinue", seq=6))
+
+    async with open_fake_server(script) as fake:
+        if code in FINAL_CODES:
+            with pytest.raises(ControlFailedError, match=f"code {code}.*not retried"):
+                async with open_backtest_session(
+                    URL, SECRET_KEY, RESUMABLE, connector=fake
+                ) as session:
+                    assert await until_ready(session) == [Slot(10), ReadyForContinue()]
+                    await session.next_event()
+            assert len(fake.of("control")) == 1
+            return
+        async with open_backtest_session(URL, SECRET_KEY, RESUMABLE, connector=fake) as session:
+            assert await until_ready(session) == [Slot(10), ReadyForContinue()]
+            await session.status.wait_for(lambda s: isinstance(s, Reconnecting))
+            await session.status.wait_for(lambda s: isinstance(s, Up))
+            # The fresh ready is a duplicate of the one the user holds: not delivered.
+            assert await _continue_and_collect(session) == [Slot(11), ReadyForContinue()]
+            stats = session.statistics()
+    first, second = fake.of("control")
+    assert first.close_code == code
+    assert first.closed_at is not None
+    assert _retry_delay_ok(code, second.opened_at - first.closed_at)
+    assert stats.reconnects == {"control": 1}
