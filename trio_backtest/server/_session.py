@@ -60,10 +60,15 @@ class SessionState(enum.Enum):
     """Where a session is in its lifecycle (attachment is tracked separately)."""
 
     STARTING = "starting"
+    """Created; going through its start-up phases."""
     READY = "ready"
+    """Idle; waiting for a continue."""
     RUNNING = "running"
+    """Executing a continue."""
     COMPLETED = "completed"
+    """The range is finished."""
     FAILED = "failed"
+    """Stopped by an error (e.g. an injected ``AdvanceSlotFailed``); moves no further."""
 
 
 @final
