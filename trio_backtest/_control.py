@@ -44,6 +44,7 @@ from .protocol import (
     CreateBacktestSession,
     CreateSessionParams,
     DiscoveryBatch,
+    InvalidRequest,
     Paused,
     ProtocolError,
     ReadyForContinue,
@@ -57,6 +58,7 @@ from .protocol import (
     Slot,
     Status,
     Success,
+    UnknownBacktestError,
     UnknownMessage,
     decode_control,
     encode_control,
@@ -433,9 +435,7 @@ class ControlHandle(ControlManager):
                     logger.info("session created: %s", message.session_id)
                     return
                 if isinstance(message, ServerError):
-                    raise SessionCreateError(
-                        f"the server refused to create the session: {message.message}"
-                    )
+                    raise_create_error(message)
                 if message is not None:
                     logger.debug("ignored before sessionCreated: %r", message)
         raise Dead(DisconnectCause.timeout("sessionCreated"))
@@ -505,6 +505,18 @@ def accept_sequenced(
             received - expected,
         )
     return True
+
+
+def raise_create_error(message: ServerError) -> NoReturn:
+    """Turn an error answer to a create into the `Dead` that says whether to retry.
+
+    ``InvalidRequest`` is final (client.md §3); other errors are retried by the policy.
+    """
+    error = message.error
+    if isinstance(error, InvalidRequest):
+        raise Dead(DisconnectCause.create_rejected(error.message))
+    variant = error.variant if isinstance(error, UnknownBacktestError) else error.name
+    raise Dead(DisconnectCause.server_error(variant, error.message))
 
 
 def raise_attach_error(message: ServerError) -> NoReturn:

@@ -22,6 +22,7 @@ from ._control import (
     ControlManager,
     accept_sequenced,
     raise_attach_error,
+    raise_create_error,
     route_event,
 )
 from ._coordinator import CoordinatorStatistics, ReconnectCoordinator
@@ -155,9 +156,7 @@ class _BatchControl(ControlManager):
                         self._split(message)
                         return
                     case ServerError():
-                        raise SessionCreateError(
-                            f"the server refused to create the batch: {message.message}"
-                        )
+                        raise_create_error(message)
         raise Dead(DisconnectCause.timeout("sessionsCreatedV2"))
 
     def _split(self, message: SessionsCreatedV2) -> None:
