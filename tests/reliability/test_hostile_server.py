@@ -16,7 +16,14 @@ import trio
 
 from tests.client.helpers import until_ready
 from tests.conftest import SECRET_KEY
-from tests.reliability.fakes import URL, FakeConnection, control, open_fake_server
+from tests.reliability.fakes import (
+    URL,
+    FakeConnection,
+    Script,
+    control,
+    open_fake_server,
+    rpc_result,
+)
 from trio_backtest import (
     HANDSHAKE_RESPONSE_TIMEOUT,
     RECONNECT_MAX_ATTEMPTS,
@@ -38,6 +45,8 @@ from trio_backtest import (
     SessionCreateError,
     Slot,
     Status,
+    SubscriptionFailedError,
+    Transaction,
     Up,
     open_backtest_session,
 )
@@ -468,7 +477,7 @@ async def test_close_before_creation(code: int, autojump_clock: trio.abc.Clock) 
 
     async with open_fake_server(script) as fake:
         if code in FINAL_CODES:
-            with pytest.raises(SessionCreateError, match=f"code {code}.*not retried"):
+            with pytest.raises(SessionCreateError, match=rf"code {code}.*not retried"):
                 async with open_backtest_session(URL, SECRET_KEY, SIMPLE, connector=fake):
                     pytest.fail("a final close code must not be retried")  # pragma: no cover
             assert len(fake.of("control")) == 1
@@ -526,7 +535,7 @@ async def test_close_after_creation_of_a_resumable_session(
 
     async with open_fake_server(script) as fake:
         if code in FINAL_CODES:
-            with pytest.raises(ControlFailedError, match=f"code {code}.*not retried"):
+            with pytest.raises(ControlFailedError, match=rf"code {code}.*not retried"):
                 async with open_backtest_session(
                     URL, SECRET_KEY, RESUMABLE, connector=fake
                 ) as session:
@@ -546,3 +555,292 @@ async def test_close_after_creation_of_a_resumable_session(
     assert first.closed_at is not None
     assert _retry_delay_ok(code, second.opened_at - first.closed_at)
     assert stats.reconnects == {"control": 1}
+
+
+# ---------------------------------------------------------------- the data plane
+
+PROGRAM = "Prog1111111111111111111111111111111111111111"
+
+
+def _tx(subscription: int, slot: int, signature: str) -> dict[str, object]:
+    result = {
+        "slot": slot,
+        "blockTime": None,
+        "transaction": {"signatures": [signature], "message": {}},
+        "meta": {"err": None},
+    }
+    return {
+        "jsonrpc": "2.0",
+        "method": "transactionNotification",
+        "params": {"subscription": subscription, "result": result},
+    }
+
+
+def _with_data_plane(data: Script) -> Script:
+    """A well-behaved control plane in front of a scripted data plane."""
+
+    async def script(conn: FakeConnection) -> None:
+        if conn.plane == "control":
+            await conn.create()
+        else:
+            await data(conn)
+
+    return script
+
+
+async def _transactions(session: ManagedBacktestSession, count: int) -> list[str]:
+    """Signatures of the next ``count`` transactions (other events are skipped)."""
+    found: list[str] = []
+    while len(found) < count:
+        event = await session.next_event()
+        if isinstance(event, Transaction):
+            found.append(event.signature)
+    return found
+
+
+DATA_GARBAGE: list[str | bytes] = [
+    "{oops",
+    b"\x00\x01\x02",
+    "[1]",
+    '{"jsonrpc": "2.0", "method": "transactionNotification", "params": "nope"}',
+    '{"jsonrpc": "2.0", "method": "transactionNotification",'
+    ' "params": {"subscription": "x", "result": {}}}',
+    '{"jsonrpc": "2.0", "method": "transactionNotification",'
+    ' "params": {"subscription": 101, "result": {"slot": "ten"}}}',
+    '{"jsonrpc": "2.0", "method": "accountDiffNotification",'
+    ' "params": {"subscription": 101, "result": {"context": {}}}}',
+]
+
+
+async def test_garbage_on_the_data_plane_is_counted_and_the_stream_goes_on(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async def data(conn: FakeConnection) -> None:
+        (sid,) = (await conn.ack_subscriptions(1)).values()
+        assert sid == 101
+        await conn.send(_tx(sid, 10, "sigA"))
+        for frame in DATA_GARBAGE:
+            await conn.send_raw(frame)
+        await conn.send(_tx(sid, 10, "sigB"))
+
+    async with (
+        open_fake_server(_with_data_plane(data)) as fake,
+        open_backtest_session(URL, SECRET_KEY, SIMPLE, connector=fake) as session,
+    ):
+        await session.subscribe_transactions([PROGRAM])
+        assert await _transactions(session, 2) == ["sigA", "sigB"]
+        stats = session.statistics()
+    assert stats.protocol_errors == len(DATA_GARBAGE)
+    assert stats.reconnects == {"control": 0, "transactions[0]": 0}
+    assert len(fake.of("data")) == 1
+
+
+@pytest.mark.parametrize("frame", ["{oops", "[]", '{"jsonrpc": "2.0", "id": 1, "result": {}}x'])
+async def test_garbage_before_the_subscribe_ack_is_a_broken_connection(
+    frame: str, autojump_clock: trio.abc.Clock
+) -> None:
+    async def data(conn: FakeConnection) -> None:
+        if conn.number == 1:
+            await conn.receive()
+            await conn.send_raw(frame)
+            await conn.hang()
+        (sid,) = (await conn.ack_subscriptions(1)).values()
+        await conn.send(_tx(sid, 10, "sigA"))
+
+    async with (
+        open_fake_server(_with_data_plane(data)) as fake,
+        open_backtest_session(URL, SECRET_KEY, SIMPLE, connector=fake) as session,
+    ):
+        handle = await session.subscribe_transactions([PROGRAM])
+        assert await _transactions(session, 1) == ["sigA"]
+        stats = session.statistics()
+    first, second = fake.of("data")
+    assert second.opened_at == first.opened_at  # attempt 1 is immediate
+    assert stats.protocol_errors == 1
+    assert stats.reconnects == {"control": 0, "transactions[0]": 1}
+    assert [c.kind for c in _reconnect_causes(handle.status.history)] == [CauseKind.PROTOCOL]
+
+
+async def test_acks_for_unknown_ids_are_ignored(autojump_clock: trio.abc.Clock) -> None:
+    async def data(conn: FakeConnection) -> None:
+        request = await conn.receive()
+        await conn.send(rpc_result(request["id"] + 100, 7))
+        await conn.send(rpc_result("not-an-id", 8))
+        await conn.send(rpc_result(request["id"], 9))
+        await conn.send(rpc_result(request["id"], 10))  # answered twice
+        await conn.send(_tx(9, 10, "sigA"))
+        await conn.send(_tx(10, 10, "sigB"))  # the second answer created nothing
+        await conn.send(_tx(9, 10, "sigC"))
+
+    async with (
+        open_fake_server(_with_data_plane(data)) as fake,
+        open_backtest_session(URL, SECRET_KEY, SIMPLE, connector=fake) as session,
+    ):
+        await session.subscribe_transactions([PROGRAM])
+        assert await _transactions(session, 2) == ["sigA", "sigC"]
+        stats = session.statistics()
+    assert stats.unknown_messages == 4
+    assert stats.protocol_errors == 0
+    assert stats.reconnects == {"control": 0, "transactions[0]": 0}
+    assert len(fake.of("data")) == 1
+
+
+async def test_a_notification_for_an_unknown_subscription_is_not_delivered(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async def data(conn: FakeConnection) -> None:
+        (sid,) = (await conn.ack_subscriptions(1)).values()
+        await conn.send(_tx(sid + 999, 10, "ghost"))
+        await conn.send(_tx(sid, 10, "real"))
+
+    async with (
+        open_fake_server(_with_data_plane(data)) as fake,
+        open_backtest_session(URL, SECRET_KEY, SIMPLE, connector=fake) as session,
+    ):
+        await session.subscribe_transactions([PROGRAM])
+        assert await _transactions(session, 1) == ["real"]
+        stats = session.statistics()
+    assert stats.unknown_messages == 1
+    assert stats.events.get("Transaction") == 1
+    assert len(fake.of("data")) == 1
+
+
+def _rpc_error(
+    request_id: object, code: int, message: str, data: object = None
+) -> dict[str, object]:
+    error: dict[str, object] = {"code": code, "message": message}
+    if data is not None:
+        error["data"] = data
+    return {"jsonrpc": "2.0", "id": request_id, "error": error}
+
+
+@pytest.mark.parametrize(
+    ("code", "data"),
+    [(-32602, None), (-32601, None), (-32603, {"why": "busy"}), (-32010, None)],
+)
+async def test_a_subscribe_error_is_retried_per_the_policy(
+    code: int, data: object, autojump_clock: trio.abc.Clock
+) -> None:
+    # client.md §3 lists every final cause; a JSON-RPC error (and a -32010 without its
+    # oldestSlot) is not among them, so the subscription reconnects and subscribes again.
+    async def data_plane(conn: FakeConnection) -> None:
+        if conn.number == 1:
+            request = await conn.receive()
+            await conn.send(_rpc_error(request["id"], code, "scripted refusal", data))
+            await conn.hang()
+        (sid,) = (await conn.ack_subscriptions(1)).values()
+        await conn.send(_tx(sid, 10, "sigA"))
+
+    async with (
+        open_fake_server(_with_data_plane(data_plane)) as fake,
+        open_backtest_session(URL, SECRET_KEY, SIMPLE, connector=fake) as session,
+    ):
+        handle = await session.subscribe_transactions([PROGRAM])
+        assert await _transactions(session, 1) == ["sigA"]
+    first, second = fake.of("data")
+    assert second.opened_at == first.opened_at
+    (cause,) = _reconnect_causes(handle.status.history)
+    assert cause.kind is CauseKind.SUBSCRIBE_REJECTED
+    assert cause.code == code
+
+
+async def test_a_subscribe_refused_every_time_fails_after_the_budget(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async def data_plane(conn: FakeConnection) -> None:
+        request = await conn.receive()
+        await conn.send(_rpc_error(request["id"], -32602, "invalid params"))
+        await conn.hang()
+
+    async with (
+        open_fake_server(_with_data_plane(data_plane)) as fake,
+        open_backtest_session(URL, SECRET_KEY, SIMPLE, connector=fake) as session,
+    ):
+        with pytest.raises(SubscriptionFailedError, match=r"gave up after 20.*-32602"):
+            await session.subscribe_transactions([PROGRAM])
+        assert session.subscriptions == ()
+        # The session itself is unharmed.
+        assert await until_ready(session) == [Slot(10), ReadyForContinue()]
+    assert len(fake.of("data")) == 1 + RECONNECT_MAX_ATTEMPTS
+
+
+async def test_an_oversized_notification_closes_with_1009_and_the_stream_is_replayed(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async def data(conn: FakeConnection) -> None:
+        (sid,) = (await conn.ack_subscriptions(1)).values()
+        if conn.number == 1:
+            await conn.send(_tx(sid, 10, "sigA"))
+            await conn.send(_tx(sid, 11, "x" * 5000))
+            await conn.hang()
+        await conn.send(_tx(sid, 10, "sigA"))  # the inclusive replay
+        await conn.send(_tx(sid, 11, "sigB"))
+
+    config = ClientConfig(max_message_size=4096)
+    async with (
+        open_fake_server(_with_data_plane(data)) as fake,
+        open_backtest_session(URL, SECRET_KEY, SIMPLE, connector=fake, config=config) as session,
+    ):
+        handle = await session.subscribe_transactions([PROGRAM])
+        assert await _transactions(session, 2) == ["sigA", "sigB"]
+        stats = session.statistics()
+    first, second = fake.of("data")
+    assert first.close_code == 1009
+    assert second.opened_at == first.closed_at
+    assert second.received[0]["params"][1]["replayFromSlot"] == 10
+    assert stats.duplicates_dropped == 1
+    assert [c.kind for c in _reconnect_causes(handle.status.history)] == [CauseKind.OVERSIZE]
+
+
+async def test_data_plane_4404_is_final(autojump_clock: trio.abc.Clock) -> None:
+    async def data(conn: FakeConnection) -> None:
+        (sid,) = (await conn.ack_subscriptions(1)).values()
+        await conn.send(_tx(sid, 10, "sigA"))
+        await conn.close(4404, "session not found")
+
+    async with open_fake_server(_with_data_plane(data)) as fake:
+        with pytest.raises(SubscriptionFailedError, match="4404"):
+            async with open_backtest_session(URL, SECRET_KEY, SIMPLE, connector=fake) as session:
+                await session.subscribe_transactions([PROGRAM])
+                while True:
+                    await session.next_event()
+    assert len(fake.of("data")) == 1
+    assert session.statistics().events.get("Transaction") == 1
+
+
+@pytest.mark.parametrize(
+    ("error", "final"),
+    [
+        ({"InvalidRequest": {"error": "startSlot after endSlot"}}, True),
+        ({"Internal": {"error": "clerk restarting"}}, False),
+        ({"ClerkError": {"error": "no capacity"}}, False),
+        ("SomethingNewV7", False),
+    ],
+)
+async def test_an_error_answer_to_the_create(
+    error: object, final: bool, autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # client.md §3: of the errors a create can get, only InvalidRequest is final.
+    async def script(conn: FakeConnection) -> None:
+        if conn.number == 1:
+            await conn.expect("createBacktestSession")
+            await conn.send(control("error", error))
+            await conn.hang()
+        await conn.create()
+
+    async with open_fake_server(script) as fake:
+        if final:
+            with pytest.raises(SessionCreateError, match="startSlot after endSlot"):
+                async with open_backtest_session(URL, SECRET_KEY, SIMPLE, connector=fake):
+                    pytest.fail("an InvalidRequest answer is final")  # pragma: no cover
+            assert len(fake.of("control")) == 1
+            failed = [r for r in caplog.records if r.levelno == logging.ERROR]
+            assert failed  # published Failed(reason) and logged it
+            return
+        async with open_backtest_session(URL, SECRET_KEY, SIMPLE, connector=fake) as session:
+            assert await until_ready(session) == [Slot(10), ReadyForContinue()]
+            history = session.status.history
+    first, second = fake.of("control")
+    assert second.opened_at == first.opened_at
+    (cause,) = _reconnect_causes(history)
+    assert cause.kind is CauseKind.SERVER_ERROR
