@@ -7,6 +7,7 @@ wrap what it returns in a :class:`Link`, which owns pings and the silence clock.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import ssl
@@ -62,6 +63,9 @@ class Connector(Protocol):
         ...
 
 
+_ClientStream = trio.SocketStream | trio.SSLStream[trio.SocketStream]
+
+
 async def websocket_connector(
     nursery: trio.Nursery,
     url: str,
@@ -71,18 +75,87 @@ async def websocket_connector(
     ssl_context: ssl.SSLContext | None = None,
     message_queue_size: int = 1,
 ) -> WebSocketConnection:
-    """The default connector: TCP (+ TLS with verification for ``wss://``) via trio-websocket."""
-    context: ssl.SSLContext | None = None
-    if url.startswith("wss:"):
-        context = ssl_context if ssl_context is not None else ssl.create_default_context()
-    return await trio_websocket.connect_websocket_url(
-        nursery,
-        url,
-        context,
-        extra_headers=[(name.encode(), value.encode()) for name, value in headers],
-        message_queue_size=message_queue_size,
-        max_message_size=max_message_size,
-    )
+    """The default connector: TCP (+ TLS with verification for ``wss://``) via trio-websocket.
+
+    The TLS handshake is completed before the upgrade, so a certificate that fails
+    verification raises its `ssl.SSLError` at once; a refused upgrade raises
+    `trio_websocket.ConnectionRejected` from this call.
+    """
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ValueError(f"expected a ws:// or wss:// URL with a host, got {url!r}")
+    secure = parts.scheme == "wss"
+    tcp = await trio.open_tcp_stream(parts.hostname, parts.port or (443 if secure else 80))
+    stream: _ClientStream = tcp
+    try:
+        if secure:
+            context = ssl_context if ssl_context is not None else ssl.create_default_context()
+            tls = trio.SSLStream(
+                tcp, context, server_hostname=parts.hostname, https_compatible=True
+            )
+            stream = tls
+            try:
+                await tls.do_handshake()
+            except trio.BrokenResourceError as exc:
+                # trio-websocket would wait forever for an upgrade that can never come.
+                if isinstance(exc.__cause__, ssl.SSLError):
+                    raise exc.__cause__ from None
+                raise
+        resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        connection: WebSocketConnection = await nursery.start(
+            functools.partial(
+                _run_client,
+                stream,
+                parts.netloc.rpartition("@")[2],
+                resource,
+                [(name.encode(), value.encode()) for name, value in headers],
+                max_message_size=max_message_size,
+                message_queue_size=message_queue_size,
+            )
+        )
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
+    return connection
+
+
+async def _run_client(
+    stream: _ClientStream,
+    host: str,
+    resource: str,
+    headers: list[tuple[bytes, bytes]],
+    *,
+    max_message_size: int,
+    message_queue_size: int,
+    task_status: trio.TaskStatus[WebSocketConnection],
+) -> None:
+    """Run a client WebSocket over ``stream``, in a nursery of its own.
+
+    trio-websocket raises a refused upgrade in its reader task, which would tear down
+    the caller's nursery; here it is raised from ``nursery.start`` instead.
+    """
+    started = False
+    try:
+        async with trio.open_nursery() as inner:
+            ws = await trio_websocket.wrap_client_stream(
+                inner,
+                stream,
+                host,
+                resource,
+                extra_headers=headers,
+                message_queue_size=message_queue_size,
+                max_message_size=max_message_size,
+            )
+            started = True
+            task_status.started(ws)
+    except BaseExceptionGroup as group:
+        rejected = None if started else group.subgroup(trio_websocket.ConnectionRejected)
+        if rejected is None:
+            raise
+        exc: BaseException = rejected
+        while isinstance(exc, BaseExceptionGroup):
+            exc = exc.exceptions[0]
+        raise exc from None
 
 
 def _is_loopback(host: str) -> bool:
