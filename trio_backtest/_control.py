@@ -175,8 +175,12 @@ class ControlManager:
                         await self._graceful_close()
         finally:
             self._outbox.close()
+            self._close_events()
             self.status.finish(Closed())
             self._done.set()
+
+    def _close_events(self) -> None:
+        """No more events will come: let readers of the events see the end."""
 
     async def _loop(self, io: trio.Nursery, task_status: trio.TaskStatus[Any]) -> None:
         window = FailureWindow(ReconnectPolicy(self._config), self._rng)
@@ -461,6 +465,9 @@ class ControlHandle(ControlManager):
 
     async def _broadcast(self, item: object) -> None:
         await self._deliver(item)
+
+    def _close_events(self) -> None:
+        self._sink.close()
 
     async def _on_message(self, decoded: Sequenced[Any], link: Link, handshake: bool) -> object:
         if not accept_sequenced(self._seq, decoded.seq_id, self.counters, "control"):

@@ -511,7 +511,7 @@ async def open_backtest_session(
                 create=create,
                 config=config,
                 connector=connector,
-                sink=sink,
+                sink=sink.clone(),
                 completed=completed,
                 resume_gate=resume_gate,
                 subscriptions_closed=subscriptions_closed,

@@ -134,7 +134,7 @@ class SubscriptionHandle:
         self._connector = connector
         self._sink = sink
         self._completed = completed
-        self._completed_at: float | None = None
+        self._quiet: trio.CancelScope | None = None
         self._end_slot = end_slot
         self._start_slot = start_slot
         self._coordinator = coordinator
@@ -190,6 +190,7 @@ class SubscriptionHandle:
                     finally:
                         await self._graceful_close()
         finally:
+            self._sink.close()
             self.status.finish(Closed())
             self._done.set()
 
@@ -210,10 +211,13 @@ class SubscriptionHandle:
                     return
             except Dead as exc:
                 cause = exc.cause
-            if self._completed.is_set() and self._tail_unrecoverable(cause):
+            if self._completed.is_set() and self._data_plane_gone(cause):
                 await self._report_tail_gap(cause)
                 return
             decision = window.dropped(trio.current_time(), cause)
+            if isinstance(decision, GiveUp) and self._completed.is_set():
+                await self._report_tail_gap(cause)
+                return
             if isinstance(decision, GiveUp):
                 error = SubscriptionFailedError(f"{self.name}: {decision.reason}")
                 logger.error("subscription %s failed: %s", self.name, decision.reason)
@@ -244,15 +248,12 @@ class SubscriptionHandle:
         window.add_parked(parked)
         self.counters.parked_seconds += parked
 
-    def _tail_unrecoverable(self, cause: DisconnectCause) -> bool:
-        """After ``Completed``: is the session's data plane refusing us, or out of time?"""
-        if self._completed_at is None:
-            self._completed_at = trio.current_time()
-        gone = (cause.kind is CauseKind.HTTP_STATUS and cause.code in _GONE_STATUS) or (
+    @staticmethod
+    def _data_plane_gone(cause: DisconnectCause) -> bool:
+        """After ``Completed``: does the server refuse the session's data plane for good?"""
+        return (cause.kind is CauseKind.HTTP_STATUS and cause.code in _GONE_STATUS) or (
             cause.kind is CauseKind.CLOSED and cause.code in _GONE_CODES
         )
-        late = trio.current_time() - self._completed_at >= self._config.drain_timeout
-        return gone or late
 
     async def _report_tail_gap(self, cause: DisconnectCause) -> None:
         logger.warning("subscription %s could not recover its tail (%s)", self.name, cause)
@@ -271,11 +272,21 @@ class SubscriptionHandle:
             await self._deliver(Drained(self.name))
 
     async def _drain_deadline(self, connection: trio.CancelScope) -> None:
-        """After ``Completed``, stop waiting for the server's close after ``drain_timeout``."""
+        """After ``Completed``, take the stream as complete once it has been quiet for
+        ``drain_timeout`` (a server that never closes the socket).
+
+        Quiet means no frame on this connection: a replay that is still arriving, however
+        slowly, is never cut short.
+        """
         await self._completed.wait()
-        if self._completed_at is None:
-            self._completed_at = trio.current_time()
-        await trio.sleep_until(self._completed_at + self._config.drain_timeout)
+        with trio.CancelScope(deadline=trio.current_time() + self._config.drain_timeout) as quiet:
+            self._quiet = quiet  # each frame received pushes the deadline back
+            try:
+                await trio.sleep_forever()
+            finally:
+                self._quiet = None
+        if not quiet.cancelled_caught:
+            return  # pragma: no cover - sleep_forever only ends by the deadline
         logger.info("subscription %s: drain timeout; the stream is taken as complete", self.name)
         self._drain_expired = True
         connection.cancel()
@@ -369,6 +380,8 @@ class SubscriptionHandle:
         while True:
             try:
                 raw = await wire.receive()
+                if self._quiet is not None:
+                    self._quiet.deadline = trio.current_time() + self._config.drain_timeout
             except Dead as exc:
                 if exc.cause.kind is CauseKind.CLOSED and exc.cause.code == 1000:
                     # The server closes with 1000 once it flushed a completed session.

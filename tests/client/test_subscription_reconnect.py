@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import random
+from typing import Any
+
 import trio
+from trio_websocket import WebSocketConnection
 
 from tests.client.helpers import (
     diff_keys,
@@ -13,6 +17,7 @@ from tests.client.helpers import (
 )
 from tests.conftest import SECRET_KEY
 from trio_backtest import (
+    ClientConfig,
     Completed,
     CreateSession,
     StreamGap,
@@ -131,3 +136,45 @@ async def test_zstd_subscription_survives_a_drop(
     assert set(got) == set(expected_transactions(server, programs, 0, 39))
     assert diff_keys(events) == expected_diffs(server, programs[:1], 0, 39)
     assert stats.protocol_errors == 0
+
+
+class _SlowReader:
+    """A WebSocket stand-in whose reader takes a moment per message."""
+
+    def __init__(self, inner: WebSocketConnection) -> None:
+        self._inner = inner
+
+    async def get_message(self) -> str | bytes:
+        await trio.sleep(0.05)
+        return await self._inner.get_message()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+async def test_tail_replayed_long_after_completed_is_not_cut_short(
+    server: LocalServer, autojump_clock: trio.abc.Clock
+) -> None:
+    # The data socket is lost in the last stride and kept away for more than
+    # DRAIN_TIMEOUT after `completed`; the replay that follows must still be read
+    # whole, however slowly it arrives.
+    inner = server.connector()
+
+    async def connector(nursery: trio.Nursery, url: str, **kwargs: Any) -> Any:
+        conn = await inner(nursery, url, **kwargs)
+        return conn if url.endswith("/backtest") else _SlowReader(conn)
+
+    program = server.ledger.programs[1]
+    expected = expected_transactions(server, [program], 0, 29)
+    create = CreateSession(start_slot=0, slot_count=29, disconnect_timeout_secs=60)
+    config = ClientConfig(rng=random.Random(0))
+    async with open_backtest_session(
+        server.url, SECRET_KEY, create, connector=connector, config=config
+    ) as session:
+        await session.subscribe_transactions([program])
+        server.faults.drop("data", after_messages=len(expected) - 40)
+        server.faults.refuse_upgrades(2, status=503, plane="data")  # >= 10 s away
+        events = await drive(session, stride=30)
+    assert signatures(events) == expected
+    assert not any(isinstance(e, StreamGap) for e in events)
+    assert isinstance(events[-1], Completed)
