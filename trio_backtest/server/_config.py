@@ -126,7 +126,10 @@ class ServerConfig:
     discovery_lookahead: int = 8
     """Slots ahead of the session's position scanned for ``discoveries``."""
     record: bool = True
-    """Keep a per-session record of every frame written (for ``delivered()``)."""
+    """Keep a per-session record of the frames written (for ``delivered()``); turn it off
+    for long runs."""
+    record_limit: int = 100_000
+    """Most frames a session's record keeps (the newest)."""
 
     def __attrs_post_init__(self) -> None:
         if self.backpressure not in ("block", "drop"):
@@ -139,6 +142,7 @@ class ServerConfig:
             "max_sessions_per_key",
             "max_subscriptions_per_socket",
             "discovery_lookahead",
+            "record_limit",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")

@@ -41,7 +41,7 @@ from ..protocol import ServerMessage as _ServerMessage
 from ._controls import ConnHandle
 from ._core import ServerCore
 from ._session import Batch, ControlItem, Session
-from ._stats import Delivery
+from ._stats import Delivery, Record
 
 __all__ = ["ControlConnection"]
 
@@ -205,11 +205,11 @@ class ControlConnection:
 
     # ------------------------------------------------------------ output helpers
 
-    def _push_plain(self, message: _ServerMessage, *, record: list[Delivery] | None) -> None:
+    def _push_plain(self, message: _ServerMessage, *, record: Record | None) -> None:
         frame = encode_control(message, snake_case=self.core.config.snake_case)
         self.push(ControlItem(frame, message.method, record))
 
-    def _batch_record(self) -> list[Delivery] | None:
+    def _batch_record(self) -> Record | None:
         return self.batch.record if self.batch is not None else None
 
     async def _error(self, error: BacktestError) -> None:

@@ -6,7 +6,7 @@ import hmac
 import itertools
 import logging
 import secrets
-from collections import Counter
+from collections import Counter, deque
 from typing import Literal, final
 
 import trio
@@ -15,7 +15,7 @@ from ._config import ServerConfig
 from ._controls import FaultControls
 from ._ledger import Ledger
 from ._session import Batch, Session
-from ._stats import Counters, Delivery, ServerStatistics
+from ._stats import Counters, Delivery, Record, ServerStatistics
 
 __all__ = ["ServerCore"]
 
@@ -37,7 +37,7 @@ class ServerCore:
         self.sessions: dict[str, Session] = {}
         """Live sessions and sub-sessions by id: what the data plane serves."""
         self.batches: dict[str, Batch] = {}
-        self._records: dict[str, list[Delivery]] = {}
+        self._records: dict[str, Record] = {}
         self._executed: dict[str, list[int]] = {}
         self._connection_numbers = itertools.count(1)
         self._connections_changed = trio.lowlevel.ParkingLot()
@@ -83,11 +83,14 @@ class ServerCore:
 
     # ------------------------------------------------------------ records
 
-    def record_for(self, session_id: str) -> list[Delivery] | None:
+    def record_for(self, session_id: str) -> Record | None:
         """The delivery record of a session or batch (``None`` when recording is off)."""
         if not self.config.record:
             return None
-        return self._records.setdefault(session_id, [])
+        record = self._records.get(session_id)
+        if record is None:
+            self._records[session_id] = record = deque(maxlen=self.config.record_limit)
+        return record
 
     def delivered(self, session_id: str) -> tuple[Delivery, ...]:
         """Every frame written for a session or batch, in write order."""

@@ -7,6 +7,7 @@ most ``capacity`` bytes; ``send_all`` waits for room the way a full socket buffe
 
 from __future__ import annotations
 
+import operator
 from typing import final
 
 import trio
@@ -48,6 +49,8 @@ class _Pipe:
             self.readable.unpark_all()
 
     async def wait_writable(self) -> None:
+        if self.send_closed:
+            raise trio.ClosedResourceError("this end was closed")
         while (
             not self.send_closed and not self.receive_closed and len(self.buffer) >= self.capacity
         ):
@@ -89,14 +92,28 @@ class MemoryPipeStream(trio.abc.HalfCloseableStream):
     def __init__(self, outgoing: _Pipe, incoming: _Pipe) -> None:
         self._outgoing = outgoing
         self._incoming = incoming
+        self._sending = False
+        self._receiving = False
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         """Send ``data``, waiting while the peer's buffer is full."""
-        await self._outgoing.send_all(data)
+        if self._sending:
+            raise trio.BusyResourceError("another task is sending on this stream")
+        self._sending = True
+        try:
+            await self._outgoing.send_all(data)
+        finally:
+            self._sending = False
 
     async def wait_send_all_might_not_block(self) -> None:
         """Wait until the peer's buffer has room."""
-        await self._outgoing.wait_writable()
+        if self._sending:
+            raise trio.BusyResourceError("another task is sending on this stream")
+        self._sending = True
+        try:
+            await self._outgoing.wait_writable()
+        finally:
+            self._sending = False
 
     async def send_eof(self) -> None:
         """Close the sending direction; the peer reads end-of-file."""
@@ -105,7 +122,17 @@ class MemoryPipeStream(trio.abc.HalfCloseableStream):
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         """Receive what the peer sent, or ``b""`` once it closed its sending direction."""
-        return await self._incoming.receive_some(max_bytes)
+        if max_bytes is not None:
+            max_bytes = operator.index(max_bytes)
+            if max_bytes < 1:
+                raise ValueError("max_bytes must be >= 1")
+        if self._receiving:
+            raise trio.BusyResourceError("another task is receiving on this stream")
+        self._receiving = True
+        try:
+            return await self._incoming.receive_some(max_bytes)
+        finally:
+            self._receiving = False
 
     async def aclose(self) -> None:
         """Close both directions (the peer's sends then fail, as after a TCP reset)."""

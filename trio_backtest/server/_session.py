@@ -46,7 +46,7 @@ from ..protocol import (
     encode_control,
 )
 from ._ledger import LedgerSlot, base58_decode
-from ._stats import Delivery
+from ._stats import Record
 
 if TYPE_CHECKING:
     from ._core import ServerCore
@@ -78,7 +78,7 @@ class ControlItem:
 
     frame: str
     method: str | None
-    record: list[Delivery] | None
+    record: Record | None
     seq_id: int | None = None
     slot: int | None = None
     replay: bool = False

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Mapping
 from typing import Literal, final
 
 import attrs
 
-__all__ = ["Counters", "Delivery", "ServerStatistics"]
+__all__ = ["Counters", "Delivery", "Record", "ServerStatistics"]
 
 
 def _frozen_mapping(value: Mapping[str, int]) -> Mapping[str, int]:
@@ -146,3 +146,7 @@ class Delivery:
     replay: bool = False
     """Whether the frame re-sent something (a control replay after attach, or a
     ``replayFromSlot`` notification)."""
+
+
+Record = deque[Delivery]
+"""A session's delivery record: the newest ``record_limit`` frames, in write order."""
