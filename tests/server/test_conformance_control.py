@@ -314,3 +314,26 @@ async def test_invalid_create_parameters_are_refused(
 
 def encode_create(start: int, end: int) -> str:
     return f'{{"method":"createBacktestSession","params":{{"startSlot":{start},"endSlot":{end}}}}}'
+
+
+async def test_requests_are_read_in_either_spelling(
+    server: LocalServer, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with trio.open_nursery() as nursery:
+        control = await open_control(server, nursery)
+        await control.send(
+            '{"method": "createBacktestSession", "params": {"start_slot": 5, "end_slot": 9,'
+            ' "send_summary": true, "someFutureOption": [1, 2]}}'
+        )
+        created = (await control.recv()).message
+        assert isinstance(created, SessionCreated)
+        await control.recv_until(ReadyForContinue)
+        await control.send('{"method": "continueTo", "params": {"slot": 6, "batch_index": 2}}')
+        assert [i.message for i in await control.recv_until(Paused)] == [Slot(6), Paused(6, 2)]
+        await control.send('{"method": "continue", "params": {"advance_count": 9}}')
+        completed = (await control.recv_until(Completed))[-1].message
+        assert isinstance(completed, Completed)
+        assert completed.summary == expected_summary(server, 5, 9)
+        await control.send('{"method": "closeBacktestSession", "params": null}')
+        assert (await control.recv()).message == Success()
+        nursery.cancel_scope.cancel()

@@ -145,3 +145,16 @@ async def test_closing_the_server_closes_its_sockets_with_1001() -> None:
             await trio.aclose_forcefully(stream)
         assert closed.value.reason is not None
         assert closed.value.reason.code == 1001
+
+
+async def test_faults_work_over_tcp_too(tcp_server: LocalServer) -> None:
+    async with tcp_websocket(tcp_server.url, [(b"X-API-Key", SECRET_KEY.encode())]) as ws:
+        control = Control(ws)
+        created = await control.create(CreateSession(start_slot=1, slot_count=3))
+        await control.recv_until(ReadyForContinue)
+        assert tcp_server.faults.drop("control", session_id=created.session_id) == 1
+        with pytest.raises(trio_websocket.ConnectionClosed) as closed, trio.fail_after(10):
+            while True:
+                await control.recv()
+        assert closed.value.reason is not None
+        assert closed.value.reason.code == 1006
