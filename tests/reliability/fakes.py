@@ -17,13 +17,15 @@ import itertools
 import ssl
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Literal, cast, final
 
 import orjson
 import trio
 import trio_websocket
 from trio_websocket import CloseReason, WebSocketConnection
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, Message, Request, TextMessage
 
 from trio_backtest.server import LocalServer, memory_pipe_pair
 from trio_backtest.server._server import handle_connection
@@ -38,6 +40,7 @@ __all__ = [
     "control",
     "open_fake_server",
     "rpc_result",
+    "unwrap_single",
 ]
 
 #: A loopback control URL, so plain ws:// needs no ``allow_insecure``.
@@ -193,7 +196,7 @@ def _next(seq: Iterator[int] | None) -> int | None:
     return None if seq is None else next(seq)
 
 
-Script = Callable[[FakeConnection], Awaitable[None]]
+Script = Callable[[FakeConnection], Awaitable[object]]
 """What the server does on one connection; it may branch on ``conn.plane``/``conn.number``."""
 
 
@@ -329,10 +332,33 @@ async def run_client(
 async def open_fake_server(
     script: Script, *, reject: Callable[[FakeConnection], int | None] | None = None
 ) -> AsyncIterator[FakeServer]:
-    """A `FakeServer` whose connections live until the block ends."""
-    async with trio.open_nursery() as nursery:
-        yield FakeServer(nursery, script, reject)
-        nursery.cancel_scope.cancel()
+    """A `FakeServer` whose connections live until the block ends.
+
+    A single exception leaves the block as itself, not wrapped in an exception group.
+    """
+    with unwrap_single():
+        async with trio.open_nursery() as nursery:
+            yield FakeServer(nursery, script, reject)
+            nursery.cancel_scope.cancel()
+
+
+@contextmanager
+def unwrap_single() -> Iterator[None]:
+    """Re-raise an exception group holding one exception (however nested) as that one."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaves: list[BaseException] = []
+        pending: list[BaseException] = [group]
+        while pending:
+            exc = pending.pop()
+            if isinstance(exc, BaseExceptionGroup):
+                pending.extend(exc.exceptions)
+            else:
+                leaves.append(exc)
+        if len(leaves) != 1:
+            raise
+        raise leaves[0] from None
 
 
 # ---------------------------------------------------------------- the local server, tapped
@@ -353,6 +379,29 @@ class TapStream(trio.abc.HalfCloseableStream):
         """The HTTP upgrade request as the server received it."""
         head, _, _ = bytes(self.received).partition(b"\r\n\r\n")
         return head
+
+    def decode(self) -> tuple[dict[str, str], list[str | bytes]]:
+        """The upgrade's headers (names lower-cased) and every message, unmasked."""
+        head, _, frames = bytes(self.received).partition(b"\r\n\r\n")
+        ws = WSConnection(ConnectionType.SERVER)
+        ws.receive_data(head + b"\r\n\r\n")
+        headers: dict[str, str] = {}
+        for event in ws.events():
+            if isinstance(event, Request):
+                headers = {k.decode().lower(): v.decode() for k, v in event.extra_headers}
+                headers["host"] = event.host
+                ws.send(AcceptConnection())
+        messages: list[str | bytes] = []
+        parts: list[Any] = []
+        ws.receive_data(frames)
+        for event in ws.events():
+            if isinstance(event, Message):
+                parts.append(event.data)
+                if event.message_finished:
+                    text = isinstance(event, TextMessage)
+                    messages.append(("" if text else b"").join(parts))
+                    parts = []
+        return headers, messages
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         """Forward to the client."""
