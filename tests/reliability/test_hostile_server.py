@@ -117,6 +117,26 @@ async def test_frames_that_are_not_json_are_counted_and_dropped(
     assert len(fake.of("control")) == 1
 
 
+async def test_a_binary_control_frame_is_read_as_utf8_json(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async def script(conn: FakeConnection) -> None:
+        await conn.expect("createBacktestSession")
+        await conn.send_session_created()
+        await conn.send_raw(orjson.dumps(control("slotNotification", 10)))
+        await conn.send_raw(orjson.dumps(control("status", {"status": "bundleReadyé"})))
+        await conn.send_raw(orjson.dumps(control("readyForContinue")))
+
+    async with (
+        open_fake_server(script) as fake,
+        open_backtest_session(URL, SECRET_KEY, SIMPLE, connector=fake) as session,
+    ):
+        events = await until_ready(session)
+        stats = session.statistics()
+    assert events == [Slot(10), Status("bundleReadyé"), ReadyForContinue()]
+    assert stats.protocol_errors == 0
+
+
 WRONG_TYPES: list[object] = [
     [1, 2, 3],
     "just a string",
