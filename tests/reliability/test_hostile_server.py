@@ -28,6 +28,7 @@ from trio_backtest import (
     HANDSHAKE_RESPONSE_TIMEOUT,
     RECONNECT_MAX_ATTEMPTS,
     RECONNECT_MAX_TOTAL,
+    RECONNECT_OVERLOAD_MIN_DELAY,
     CauseKind,
     ClientConfig,
     ConnectionStatus,
@@ -50,7 +51,6 @@ from trio_backtest import (
     Up,
     open_backtest_session,
 )
-from trio_backtest._config import RECONNECT_OVERLOAD_MIN_DELAY
 
 SIMPLE = CreateSession(start_slot=10, slot_count=5)
 RESUMABLE = CreateSession(start_slot=10, slot_count=5, disconnect_timeout_secs=60)
