@@ -30,6 +30,7 @@ from ._transport import (
     cause_of,
     check_transport_security,
     discard,
+    display_url,
     one_death,
     open_io_nursery,
     resolve_rpc_endpoint,
@@ -412,7 +413,7 @@ class ControlHandle(ControlManager):
         """The session's identity, set once it was created."""
 
     def __repr__(self) -> str:
-        return f"<ControlHandle {self._url!r} status={self.status.value!r}>"
+        return f"<ControlHandle {display_url(self._url)!r} status={self.status.value!r}>"
 
     @property
     def create_params(self) -> CreateSessionParams:

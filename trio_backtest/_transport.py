@@ -33,6 +33,7 @@ __all__ = [
     "cause_of",
     "check_transport_security",
     "discard",
+    "display_url",
     "one_death",
     "open_io_nursery",
     "resolve_rpc_endpoint",
@@ -83,7 +84,7 @@ async def websocket_connector(
     """
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
-        raise ValueError(f"expected a ws:// or wss:// URL with a host, got {url!r}")
+        raise ValueError(f"expected a ws:// or wss:// URL with a host, got {display_url(url)!r}")
     secure = parts.scheme == "wss"
     tcp = await trio.open_tcp_stream(parts.hostname, parts.port or (443 if secure else 80))
     stream: _ClientStream = tcp
@@ -176,12 +177,20 @@ def check_transport_security(url: str, config: ClientConfig) -> None:
     """
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
-        raise ValueError(f"expected a ws:// or wss:// URL with a host, got {url!r}")
+        raise ValueError(f"expected a ws:// or wss:// URL with a host, got {display_url(url)!r}")
     if parts.scheme == "ws" and not _is_loopback(parts.hostname) and not config.allow_insecure:
         raise ValueError(
             f"refusing to send the API key over unencrypted ws:// to {parts.hostname}; "
             "use wss:// or pass ClientConfig(allow_insecure=True)"
         )
+
+
+def display_url(url: str) -> str:
+    """``url`` fit for a repr or a log: no credentials, no query string."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def resolve_rpc_endpoint(control_url: str, rpc_endpoint: str) -> str:

@@ -14,7 +14,12 @@ from trio_backtest import (
     open_backtest_session,
     spawn_control_manager,
 )
-from trio_backtest._transport import ApiKey, check_transport_security, resolve_rpc_endpoint
+from trio_backtest._transport import (
+    ApiKey,
+    check_transport_security,
+    display_url,
+    resolve_rpc_endpoint,
+)
 from trio_backtest.server import LocalServer
 
 
@@ -84,3 +89,11 @@ def test_rpc_endpoint_resolution() -> None:
 def test_empty_key_is_rejected() -> None:
     with pytest.raises(ValueError, match="non-empty"):
         ApiKey("")
+
+
+def test_urls_in_reprs_and_errors_carry_no_credentials() -> None:
+    assert display_url("wss://user:pw@host:8443/backtest?token=x") == "wss://host:8443/backtest"
+    with pytest.raises(ValueError, match="host") as info:
+        check_transport_security("http://user:pw@host/backtest?token=x", ClientConfig())
+    assert "pw" not in str(info.value)
+    assert "token" not in str(info.value)
