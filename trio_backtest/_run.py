@@ -304,7 +304,10 @@ async def _target(options: RunOptions) -> AsyncIterator[tuple[str, str, Any]]:
             seed=options.chaos_seed, drop_probability=options.chaos_drop_probability
         )
     key = secrets.token_urlsafe(16)
-    async with open_local_server(api_keys=(key,), seed=options.seed, chaos=chaos) as server:
+    # No delivery record: a long run must not grow the server's memory.
+    async with open_local_server(
+        api_keys=(key,), seed=options.seed, chaos=chaos, record=False
+    ) as server:
         yield server.url, key, server
 
 
@@ -403,7 +406,8 @@ async def _show(progress: list[RunProgress], console: Console, stop: trio.Event)
             with trio.move_on_after(PLAIN_EVERY):
                 await stop.wait()
             if not stop.is_set():
-                console.print(render_plain(progress, trio.current_time()), highlight=False)
+                line = render_plain(progress, trio.current_time())
+                console.print(line, highlight=False, soft_wrap=True)
 
 
 async def _single(
@@ -489,6 +493,7 @@ async def run(
     *,
     install_signal_handler: bool = True,
     on_progress: Callable[[list[RunProgress]], None] | None = None,
+    error_console: Console | None = None,
 ) -> int:
     """Run one backtest as ``options`` says; return the process exit code.
 
@@ -507,9 +512,10 @@ async def run(
             await _run_all(options, console, install_signal_handler, progress, jsonl, stop)
     except (ManagedSessionError, ValueError, OSError) as exc:
         stop.set()
+        errors = error_console or Console(stderr=True)
         if options.debug:
-            console.print_exception()
-        console.print(f"[red]error:[/] {exc}", highlight=False)
+            errors.print_exception()
+        errors.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return 1
     except _Interrupted:
         return 130
@@ -541,7 +547,7 @@ async def _run_all(
                 with trio.open_signal_receiver(signal.SIGINT) as signals:
                     async for _ in signals:
                         interrupted = True
-                        console.print("interrupted: closing the session…", highlight=False)
+                        console.print("interrupted: closing the session", highlight=False)
                         nursery.cancel_scope.cancel()
                         return
 
@@ -660,7 +666,7 @@ def main_run(args: argparse.Namespace) -> int:
     try:
         options = options_from(args)
     except ValueError as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False)
+        Console(stderr=True).print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return 2
     logging.basicConfig(level=logging.DEBUG if options.debug else logging.ERROR)
     return trio.run(run, options, console)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 
 import trio
 
+from ._run import add_run_arguments, main_run
 from .server import ChaosConfig, LedgerConfig, LocalServer, ServerConfig, open_server
 
 __all__ = ["build_parser", "main"]
@@ -199,12 +200,26 @@ def _run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    run = commands.add_parser(
+        "run",
+        help="run one whole backtest and show it live",
+        description=(
+            "Run a backtest: against an embedded local server by default, or against a "
+            "hosted service with --url and --api-key (or SIMULATOR_API_KEY)."
+        ),
+    )
+    add_run_arguments(run)
+    run.set_defaults(run=main_run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``trio-backtest`` with every subcommand."""
     parser = argparse.ArgumentParser(
         prog="trio-backtest", description="Trio client, local server and fault lab for backtests."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_run(commands)
     _add_serve(commands)
     return parser
 
