@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import platform
 from pathlib import Path
 
 import nox
@@ -43,7 +45,20 @@ def docs(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """Run every benchmark and print its figures."""
+    """Run every benchmark; print the figures and write them to docs/figures/benchmarks.txt."""
     session.install("-e", ".[test]")
+    figures = [
+        "Figures written by `nox -s bench`.",
+        f"Machine: {os.cpu_count()} CPU cores, {platform.python_implementation()} "
+        f"{platform.python_version()}, {platform.system()} {platform.machine()}.",
+        "",
+    ]
     for script in sorted(Path("benchmarks").glob("bench_*.py")):
-        session.run("python", "-m", f"benchmarks.{script.stem}", *session.posargs)
+        output = session.run(
+            "python", "-m", f"benchmarks.{script.stem}", *session.posargs, silent=True
+        )
+        print(output)
+        figures += [f"$ python -m benchmarks.{script.stem}", str(output).rstrip(), ""]
+    target = Path("docs/figures/benchmarks.txt")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text("\n".join(figures))

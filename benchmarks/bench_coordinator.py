@@ -9,6 +9,7 @@ those executed, failures, and the coordinator's parking figures.
 
 from __future__ import annotations
 
+import logging
 import time
 
 import trio
@@ -79,6 +80,7 @@ async def scenario(gate: bool, backpressure: str) -> str:
 
 
 def main() -> None:
+    logging.basicConfig(level=logging.ERROR)  # the drops are on purpose: no warnings
     link = f"one link of {LINK_BYTES_PER_SECOND} B/s"
     print(f"8 sub-sessions x 25 slots, {link}, all streams dropped at t=5 s")
     for backpressure in ("block", "drop"):
