@@ -112,6 +112,7 @@ class ControlManager:
         self._rng = config.rng if config.rng is not None else random.Random()
         self._link: Link | None = None
         self._created = False
+        self._failure: ManagedSessionError | None = None
         self._scope = trio.CancelScope()
         self._done = trio.Event()
         self.status = StatusCell()
@@ -128,6 +129,10 @@ class ControlManager:
         try:
             await self._outbox_send.send(item)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
+            failure = self._failure
+            if failure is not None:
+                # A continue that was waiting for room when the manager gave up learns why.
+                raise type(failure)(str(failure)) from None
             raise ContinueSendError("the control connection has ended") from None
 
     async def aclose(self) -> None:
@@ -227,6 +232,7 @@ class ControlManager:
 
     async def _fail(self, error: ManagedSessionError) -> None:
         logger.error("control manager failed: %s", error)
+        self._failure = error
         self.status.set(Failed(str(error)))
         if not self._created:
             raise error
