@@ -435,6 +435,23 @@ _DROP_AT_THE_LAST_MESSAGE = Schedule(
     replay_window=100,
     faults=(Fault("control", Drop(), AfterMessages(20)),),
 )
+_CONTROL_GIVES_UP_UNDER_QUEUED_CONTINUES = Schedule(
+    parallel=True,
+    resumable=True,
+    slots=12,
+    bundle_size=6,
+    stride=1,
+    think=5.0,
+    tx_programs=(0,),
+    diff_programs=(),
+    zstd=False,
+    link_rate=None,
+    replay_window=100,
+    faults=(
+        Fault("control", Drop(), AtTime(5.0)),
+        Fault("control", Refuse(6, 500), AtTime(0.0)),
+    ),
+)
 
 
 @settings(_SETTINGS, max_examples=_OVERRIDE or SINGLE_EXAMPLES)
@@ -447,6 +464,7 @@ def test_single_session_survives_the_schedule(schedule: Schedule) -> None:
 @settings(_SETTINGS, max_examples=_OVERRIDE or PARALLEL_EXAMPLES)
 @given(schedule=schedules(parallel=True))
 @example(schedule=_DROP_AT_THE_LAST_MESSAGE)
+@example(schedule=_CONTROL_GIVES_UP_UNDER_QUEUED_CONTINUES)
 def test_parallel_batch_survives_the_schedule(schedule: Schedule) -> None:
     _run_and_verify(schedule)
 
