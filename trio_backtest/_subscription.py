@@ -271,12 +271,14 @@ class SubscriptionHandle:
             self._finished = True
             await self._deliver(Drained(self.name))
 
-    async def _drain_deadline(self, connection: trio.CancelScope) -> None:
+    async def _drain_deadline(self, link: Link, connection: trio.CancelScope) -> None:
         """After ``Completed``, take the stream as complete once it has been quiet for
-        ``drain_timeout`` (a server that never closes the socket).
+        ``drain_timeout`` (a server that never closes the socket) and the peer still
+        answers a ping.
 
         Quiet means no frame on this connection: a replay that is still arriving, however
-        slowly, is never cut short.
+        slowly, is never cut short. A peer that no longer answers is a dead connection,
+        not a finished stream: it is reconnected and replayed like any other drop.
         """
         await self._completed.wait()
         with trio.CancelScope(deadline=trio.current_time() + self._config.drain_timeout) as quiet:
@@ -287,6 +289,7 @@ class SubscriptionHandle:
                 self._quiet = None
         if not quiet.cancelled_caught:
             return  # pragma: no cover - sleep_forever only ends by the deadline
+        await link.probe(self._config.drain_timeout)
         logger.info("subscription %s: drain timeout; the stream is taken as complete", self.name)
         self._drain_expired = True
         connection.cancel()
@@ -334,7 +337,7 @@ class SubscriptionHandle:
                     if not self._started:
                         self._started = True
                         task_status.started(self)
-                    nursery.start_soon(self._drain_deadline, nursery.cancel_scope)
+                    nursery.start_soon(self._drain_deadline, link, nursery.cancel_scope)
                     await self._stream(state)
                     nursery.cancel_scope.cancel()
             if self._drain_expired:

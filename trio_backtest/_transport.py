@@ -315,6 +315,24 @@ class Link:
             return
         self._life()
 
+    async def probe(self, within: float) -> None:
+        """Prove the peer is there: a ping answered within ``within`` seconds.
+
+        Raises:
+            Dead: no pong in time (the connection is silently gone), or it closed.
+        """
+        self._pings += 1
+        with trio.move_on_after(within):
+            try:
+                await self.ws.ping(struct.pack("!Q", self._pings))
+            except trio_websocket.ConnectionClosed as exc:
+                cause = cause_of(exc)
+                assert cause is not None
+                raise Dead(cause) from None
+            self._life()
+            return
+        raise Dead(DisconnectCause.keepalive())
+
     async def receive(self) -> str | bytes:
         """The next message.
 

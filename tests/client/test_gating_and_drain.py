@@ -102,7 +102,8 @@ async def test_trailing_notifications_arrive_before_completed(
 
 
 class _NeverClosed:
-    """A WebSocket stand-in whose peer never finishes: a close looks like silence."""
+    """A WebSocket stand-in for a peer that never closes a finished stream: the close
+    looks like silence, and pings are still answered."""
 
     def __init__(self, inner: WebSocketConnection) -> None:
         self._inner = inner
@@ -117,8 +118,6 @@ class _NeverClosed:
     async def ping(self, payload: bytes | None = None) -> None:
         with suppress(ConnectionClosed):
             await self._inner.ping(payload)
-            return
-        await trio.sleep_forever()  # no pong from a peer that pretends to be there
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)

@@ -498,15 +498,6 @@ def test_one_death_leaves_other_errors_alone() -> None:
         raise ExceptionGroup("mixed", [Dead(DisconnectCause.keepalive()), KeyError("x")])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "known: after Completed, DRAIN_TIMEOUT (10 s) of quiet ends the drain, and a data "
-        "socket that died silently is only declared dead after KEEPALIVE_MISS_DEADLINE "
-        "(45 s), so its tail is lost without a StreamGap; tests/client/"
-        "test_gating_and_drain.py pins the 10 s drain against a peer that answers no ping"
-    ),
-)
 async def test_quiet_after_completed_is_not_taken_for_a_drained_stream(
     autojump_clock: trio.abc.Clock,
 ) -> None:
@@ -527,6 +518,40 @@ async def test_quiet_after_completed_is_not_taken_for_a_drained_stream(
             server.faults.black_hole("data", duration=120.0)
             await session.send_continue(ContinueParams(advance_count=10))
             events += [event async for event in session.events()]
+    assert isinstance(events[-1], Completed)
+    executed = server.executed_slots(session.info.session_id)
+    report = check_subscription_call(
+        "transactions", events, "transactions", programs, server, executed, 509, complete=True
+    )
+    assert report.delivered == report.expected > 0
+
+
+async def test_completed_never_overtakes_a_finished_subscriptions_last_notifications(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # The last stride's notifications are lost to a black hole; `completed` arrives on
+    # the control socket; the subscription's keepalive notices, it reconnects, replays
+    # the tail and ends — all before the user reads again. The replayed tail sits in the
+    # event channel behind `Completed` and must still come first.
+    async with open_local_server(
+        api_keys=(SECRET_KEY,), tcp=False, seed=9, transactions_per_slot=5.0
+    ) as server:
+        programs = server.ledger.programs[:2]
+        create = CreateSession(start_slot=500, end_slot=509, disconnect_timeout_secs=900)
+        config = ClientConfig(drain_timeout=90.0)  # outlasts the keepalive verdict
+        async with open_backtest_session(
+            server.url, SECRET_KEY, create, connector=server.connector(), config=config
+        ) as session:
+            (handle,) = [await session.subscribe_transactions(programs)]
+            events = [await session.next_event()]
+            while not isinstance(events[-1], ReadyForContinue):
+                events.append(await session.next_event())
+            server.faults.black_hole("data", duration=120.0)
+            await session.send_continue(ContinueParams(advance_count=10))
+            await handle.wait_done()  # reconnected, replayed, drained, ended
+            events += [event async for event in session.events()]
+            stats = session.statistics()
+    assert stats.reconnects["transactions[0]"] == 1
     assert isinstance(events[-1], Completed)
     executed = server.executed_slots(session.info.session_id)
     report = check_subscription_call(
