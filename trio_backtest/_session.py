@@ -302,7 +302,12 @@ class ManagedBacktestSession:
         held = self._held_completion
         if held is None:
             return None
-        if any(s.name not in self._drained and not s.done for s in self._subscriptions):
+        pending = [s for s in self._subscriptions if s.name not in self._drained]
+        if any(not s.done for s in pending):
+            return None
+        if pending and self._source.statistics().current_buffer_used:
+            # A manager that has ended may still have notifications queued behind
+            # `Completed`; they go first.
             return None
         self._delivered_completion = True
         self._ready = False
