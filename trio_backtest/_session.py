@@ -21,7 +21,7 @@ from ._errors import (
 )
 from ._events import ManagedEvent, SessionInfo
 from ._plumbing import Counters, Drained, Ended, unwrap_single
-from ._status import ConnectionStatus, Failed, StatusCell, Up
+from ._status import ConnectionStatus, Failed, Parked, StatusCell, Up
 from ._subscription import AddressType, Compression, CoordinatorLike, SubscriptionHandle
 from ._transport import ApiKey, Connector, check_transport_security, websocket_connector
 from .protocol import (
@@ -418,10 +418,14 @@ class ManagedBacktestSession:
             await _any_change([cell for _, cell in cells])
 
     async def _subscriptions_up(self) -> None:
-        """The resume gate: every live subscription is up (or has ended)."""
+        """The resume gate: every live subscription is up, has ended, or is parked.
+
+        A parked subscription waits for the others' streams to end; holding the
+        session (or the whole batch) until it is up would keep them from ever ending.
+        """
         while True:
             cells = [s.status for s in self._subscriptions if not s.done]
-            if all(isinstance(c.value, Up | Failed) for c in cells):
+            if all(isinstance(c.value, Up | Failed | Parked) for c in cells):
                 return
             await _any_change(cells)
 

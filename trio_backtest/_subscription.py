@@ -240,10 +240,20 @@ class SubscriptionHandle:
                 await trio.sleep(decision.delay)
 
     async def _park(self, stack: AsyncExitStack, window: FailureWindow) -> None:
+        """Wait at the coordinator until the link is free, at most ``reconnect_max_backoff``.
+
+        The bound is ours, not the spec's: the coordinator counts *connected* streams,
+        and a driver that waits for this sub-session before it lets the others finish
+        (a lockstep loop, a barrier) would otherwise wait forever. After the bound the
+        attempt goes ahead without the slot, like an ungated one.
+        """
         assert self._coordinator is not None
         self.status.set(Parked())
         began = trio.current_time()
-        await stack.enter_async_context(self._coordinator.reconnect_slot())
+        with trio.move_on_after(self._config.reconnect_max_backoff) as bound:
+            await stack.enter_async_context(self._coordinator.reconnect_slot())
+        if bound.cancelled_caught:
+            logger.info("subscription %s: the link stayed busy; reconnecting anyway", self.name)
         parked = trio.current_time() - began
         window.add_parked(parked)
         self.counters.parked_seconds += parked

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import trio
 
 from tests.conftest import SECRET_KEY
 from trio_backtest import (
+    RECONNECT_MAX_BACKOFF,
     ClientConfig,
     Completed,
     ContinueParams,
@@ -14,7 +16,10 @@ from trio_backtest import (
     ParallelSubSession,
     Parked,
     ReadyForContinue,
+    ReconnectCoordinator,
     Transaction,
+    Up,
+    open_backtest_session,
     open_parallel_session,
 )
 from trio_backtest.server import Link, open_local_server
@@ -73,3 +78,31 @@ async def test_eight_sub_sessions_on_one_link_all_recover(autojump_clock: trio.a
         assert set(got) == set(expected)
         assert isinstance(seen[-1], Completed)
         assert stats.sub_sessions[sub.info.session_id].reconnects["transactions[0]"] == 1
+
+
+async def test_parking_is_bounded_when_the_link_never_frees(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # Another stream holds the link for good (think of a driver that waits for this
+    # session before it lets the others finish): the parked attempt goes ahead after
+    # RECONNECT_MAX_BACKOFF instead of waiting forever.
+    async with open_local_server(api_keys=(SECRET_KEY,), tcp=False) as srv:
+        coordinator = ReconnectCoordinator()
+        config = ClientConfig(reconnect_ungated_attempts=0)
+        create = CreateSession(start_slot=0, slot_count=9, disconnect_timeout_secs=600)
+        with coordinator.enter():  # the stream that never ends
+            async with open_backtest_session(
+                srv.url, SECRET_KEY, create, connector=srv.connector(), config=config,
+                coordinator=coordinator,
+            ) as session:  # fmt: skip
+                (handle,) = [await session.subscribe_transactions(srv.ledger.programs[:1])]
+                dropped_at = trio.current_time()
+                srv.faults.drop("data")
+                await handle.status.wait_for(lambda s: isinstance(s, Parked))
+                await handle.status.wait_for(lambda s: isinstance(s, Up))
+                assert trio.current_time() - dropped_at == pytest.approx(
+                    RECONNECT_MAX_BACKOFF, abs=1e-6
+                )
+                stats = session.statistics()
+    assert stats.parked_seconds == pytest.approx(RECONNECT_MAX_BACKOFF, abs=1e-6)
+    assert coordinator.statistics().parks == 1
