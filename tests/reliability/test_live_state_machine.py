@@ -77,10 +77,7 @@ STEP = 0.5
 """Virtual seconds per clock step while time advances."""
 WALL_TIMEOUT = 60.0
 """Wall seconds one rule may take before the machine is declared hung."""
-CONFIG = ClientConfig(drain_timeout=90.0)
-"""Defaults, but a drain that outlasts the keepalive verdict: with the default 10 s, a data
-socket that dies silently in the last stride loses its tail unreported (see
-``test_chaos.test_quiet_after_completed_is_not_taken_for_a_drained_stream``)."""
+CONFIG = ClientConfig()
 TALLY: Counter[str] = Counter()
 EXAMPLES = int(os.environ.get("TRIO_BACKTEST_STATE_MACHINE_EXAMPLES", "0") or 0) or 40
 
