@@ -86,9 +86,6 @@ _OVERRIDE = int(os.environ.get("TRIO_BACKTEST_CHAOS_EXAMPLES", "0") or 0)
 
 MAX_ATTEMPTS = 6
 """The client's reconnect budget per failure window (lowered so schedules can exhaust it)."""
-DRAIN_TIMEOUT = 900.0
-"""Longer than any outage a schedule can cause, so a tail is never given up (the tail gap
-has its own tests); every `StreamGap` here must come from the replay window."""
 START = 1_000
 HANG_LIMIT = 6 * 3600.0
 """Virtual seconds after which a run counts as hung."""
@@ -291,9 +288,7 @@ async def _run(schedule: Schedule) -> RunResult:
     ) as server:
         server_nurseries = list(trio.lowlevel.current_task().child_nurseries)
         result = RunResult(server)
-        config = ClientConfig(
-            rng=random.Random(0), reconnect_max_attempts=MAX_ATTEMPTS, drain_timeout=DRAIN_TIMEOUT
-        )
+        config = ClientConfig(rng=random.Random(0), reconnect_max_attempts=MAX_ATTEMPTS)
         result.graceful = config.graceful_close_timeout
         link = Link(schedule.link_rate) if schedule.link_rate is not None else None
         create = CreateSession(
