@@ -144,6 +144,7 @@ class _BatchControl(ControlManager):
         return [sub for sub in self.subs.values() if not sub.closed.is_set()]
 
     async def _create(self, link: Link) -> None:
+        self.subs = {}  # ids from an attempt cut short by a drop belong to an abandoned batch
         await link.send(encode_control(CreateBacktestSession(self.create_params, parallel=True)))
         with trio.move_on_after(self._config.handshake_response_timeout):
             while True:

@@ -553,3 +553,34 @@ async def test_completed_never_overtakes_a_finished_subscriptions_last_notificat
         "transactions", events, "transactions", programs, server, executed, 509, complete=True
     )
     assert report.delivered == report.expected > 0
+
+
+async def test_a_parallel_create_cut_short_starts_afresh(autojump_clock: trio.abc.Clock) -> None:
+    # Found by the soak: the control socket dropped between the first `sessionCreated`
+    # and `sessionsCreatedV2`; the retried create must not mix in the lost attempt's ids.
+    async with open_local_server(
+        api_keys=(SECRET_KEY,), tcp=False, seed=3, bundle_size=10, transactions_per_slot=5.0
+    ) as server:
+        server.faults.drop("control", after_messages=1)
+        create = CreateSession(start_slot=0, end_slot=29, disconnect_timeout_secs=60)
+        async with open_parallel_session(
+            server.url, SECRET_KEY, create, connector=server.connector()
+        ) as batch:
+            assert [sub.range for sub in batch.sub_sessions] == [(0, 9), (10, 19), (20, 29)]
+            runs: list[list[ManagedEvent]] = [[] for _ in batch.sub_sessions]
+
+            async def drive(sub: ManagedBacktestSession, events: list[ManagedEvent]) -> None:
+                async for event in sub.events():
+                    events.append(event)
+                    if isinstance(event, ReadyForContinue):
+                        await sub.send_continue(ContinueParams(advance_count=4))
+
+            async with trio.open_nursery() as nursery:
+                for sub, events in zip(batch.sub_sessions, runs, strict=True):
+                    nursery.start_soon(drive, sub, events)
+            stats = batch.statistics()
+    assert stats.control_reconnects == 1
+    for sub, events in zip(batch.sub_sessions, runs, strict=True):
+        start, end = sub.range
+        assert server.executed_slots(sub.info.session_id) == list(range(start, end + 1))
+        assert isinstance(events[-1], Completed)
