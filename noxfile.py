@@ -22,6 +22,32 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def chaos(session: nox.Session) -> None:
+    """The chaos properties and the live state machine with many more examples."""
+    session.install("-e", ".[test]")
+    env = {
+        "TRIO_BACKTEST_CHAOS_EXAMPLES": "2000",
+        "TRIO_BACKTEST_STATE_MACHINE_EXAMPLES": "500",
+        "TRIO_BACKTEST_CHAOS_REPORT": "1",
+    }
+    session.run(
+        "pytest", "-q", "-p", "no:cacheprovider", "tests/reliability/test_chaos.py",
+        "tests/reliability/test_live_state_machine.py", *session.posargs, env=env,
+    )  # fmt: skip
+
+
+@nox.session(python=PYTHON)
+def soak(session: nox.Session) -> None:
+    """A long soak over loopback TCP under random chaos (10 minutes by default)."""
+    session.install("-e", ".[test]")
+    env = {"TRIO_BACKTEST_SOAK_SECONDS": "600", "TRIO_BACKTEST_CHAOS_REPORT": "1"}
+    session.run(
+        "pytest", "-q", "-p", "no:cacheprovider", "tests/reliability/test_soak.py",
+        *session.posargs, env=env,
+    )  # fmt: skip
+
+
+@nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """Lint with ruff, including the ASYNC rules."""
     session.install("ruff>=0.6")
