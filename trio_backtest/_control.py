@@ -27,8 +27,8 @@ from ._transport import (
     Connector,
     Dead,
     Link,
-    cause_of,
     check_transport_security,
+    connect,
     discard,
     display_url,
     one_death,
@@ -247,21 +247,8 @@ class ControlManager:
     ) -> None:
         """One control connection, from connect to drop (raises `Dead`)."""
         cfg = self._config
-        try:
-            with trio.fail_after(cfg.connect_timeout):
-                ws = await self._connector(
-                    io,
-                    self._url,
-                    headers=[("X-API-Key", self._api_key.reveal())],
-                    max_message_size=cfg.max_message_size,
-                    ssl_context=cfg.ssl_context,
-                    message_queue_size=16,
-                )
-        except BaseException as exc:
-            cause = cause_of(exc)
-            if cause is None:
-                raise
-            raise Dead(cause) from None
+        headers = [("X-API-Key", self._api_key.reveal())]
+        ws = await connect(self._connector, io, self._url, cfg, headers)
         link = Link(ws, cfg, number, self.counters)
         self._link = link
         try:

@@ -22,7 +22,7 @@ from ._transport import (
     Connector,
     Dead,
     Link,
-    cause_of,
+    connect,
     discard,
     one_death,
     open_io_nursery,
@@ -314,21 +314,8 @@ class SubscriptionHandle:
     ) -> None:
         """One data-plane connection, from connect to drain (or a `Dead` drop)."""
         cfg = self._config
-        try:
-            with trio.fail_after(cfg.connect_timeout):
-                ws = await self._connector(
-                    io,
-                    self._url,
-                    headers=[],  # the data plane never receives the API key
-                    max_message_size=cfg.max_message_size,
-                    ssl_context=cfg.ssl_context,
-                    message_queue_size=16,
-                )
-        except BaseException as exc:
-            cause = cause_of(exc)
-            if cause is None:
-                raise
-            raise Dead(cause) from None
+        # The data plane never receives the API key.
+        ws = await connect(self._connector, io, self._url, cfg, headers=[])
         link = Link(ws, cfg, number, self.counters)
         self._link = link
         guard: StreamingGuardLike | None = None

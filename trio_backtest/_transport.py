@@ -32,6 +32,7 @@ __all__ = [
     "Link",
     "cause_of",
     "check_transport_security",
+    "connect",
     "discard",
     "display_url",
     "one_death",
@@ -157,6 +158,35 @@ async def _run_client(
         while isinstance(exc, BaseExceptionGroup):
             exc = exc.exceptions[0]
         raise exc from None
+
+
+async def connect(
+    connector: Connector,
+    nursery: trio.Nursery,
+    url: str,
+    config: ClientConfig,
+    headers: list[tuple[str, str]],
+) -> WebSocketConnection:
+    """Open one WebSocket within ``config.connect_timeout``.
+
+    Raises:
+        Dead: the connection could not be made; its cause says why.
+    """
+    try:
+        with trio.fail_after(config.connect_timeout):
+            return await connector(
+                nursery,
+                url,
+                headers=headers,
+                max_message_size=config.max_message_size,
+                ssl_context=config.ssl_context,
+                message_queue_size=MESSAGE_QUEUE_SIZE,
+            )
+    except BaseException as exc:
+        cause = cause_of(exc)
+        if cause is None:
+            raise
+        raise Dead(cause) from None
 
 
 def _is_loopback(host: str) -> bool:
