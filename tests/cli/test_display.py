@@ -19,10 +19,13 @@ from trio_backtest._run import (
 )
 
 
-def _screen(renderable: object) -> str:
+def _screen(renderable: object, tmp_path: Path) -> str:
+    """Render as a terminal would, save the screen to a file, and read it back."""
     console = Console(record=True, width=110, file=io.StringIO(), force_terminal=True)
     console.print(renderable)
-    return console.export_text()
+    screen = tmp_path / "screen.txt"
+    console.save_text(str(screen))
+    return screen.read_text()
 
 
 def _progress() -> RunProgress:
@@ -31,24 +34,24 @@ def _progress() -> RunProgress:
     return p
 
 
-def test_start_up_shows_the_phase_and_how_long_it_lasted() -> None:
+def test_start_up_shows_the_phase_and_how_long_it_lasted(tmp_path: Path) -> None:
     p = _progress()
-    text = _screen(render_progress([p], now=3.75))
+    text = _screen(render_progress([p], now=3.75), tmp_path)
     assert "preparingBundle for 3.2 s" in text  # since 0.5 s
     p.on_event(Status("startingRuntime"), now=4.0)
-    text = _screen(render_progress([p], now=10.0))
+    text = _screen(render_progress([p], now=10.0), tmp_path)
     assert "startingRuntime for 6.0 s" in text
     assert "preparingBundle" not in text
 
 
-def test_mid_run_shows_slots_rate_and_eta() -> None:
+def test_mid_run_shows_slots_rate_and_eta(tmp_path: Path) -> None:
     p = _progress()
     p.on_event(Slot(1_000), now=5.0)
     for i in range(1, 61):
         p.on_event(Slot(1_000 + i), now=5.0 + i * 0.5)
     raw = {"slot": 1_010, "meta": {"err": None}, "transaction": {"signatures": ["s"]}}
     p.on_event(Transaction(1_010, "s", raw), now=20.0)
-    text = _screen(render_progress([p], now=35.0))
+    text = _screen(render_progress([p], now=35.0), tmp_path)
     assert "slots 60/300" in text
     assert "2.0 slots/s" in text  # 60 slots in the 30 s since the first one
     assert "ETA 02:00" in text  # 240 slots left at 2 per second
@@ -57,12 +60,12 @@ def test_mid_run_shows_slots_rate_and_eta() -> None:
     assert line.startswith("session: slots 60/300, 2.0 slots/s")
 
 
-def test_one_bar_per_sub_session() -> None:
+def test_one_bar_per_sub_session(tmp_path: Path) -> None:
     subs = [RunProgress(f"sub {i}", i * 100, i * 100 + 99, 0.0) for i in range(3)]
     for sub in subs:
         sub.on_event(Slot(sub.start_slot), now=1.0)
         sub.on_event(Slot(sub.start_slot + 1), now=2.0)
-    text = _screen(render_progress(subs, now=2.0))
+    text = _screen(render_progress(subs, now=2.0), tmp_path)
     assert [line.split()[:2] for line in text.splitlines()[:3]] == [
         ["sub", "0"],
         ["sub", "1"],
@@ -71,13 +74,13 @@ def test_one_bar_per_sub_session() -> None:
     assert text.count("slots 1/100") == 3
 
 
-def test_summary_table_counts() -> None:
+def test_summary_table_counts(tmp_path: Path) -> None:
     p = _progress()
     p.on_event(Slot(1_000), now=1.0)
     failed = {"slot": 1_000, "meta": {"err": {"InstructionError": [0, "Custom"]}}}
     p.on_event(Transaction(1_000, "a", failed), now=1.0)
     p.on_event(Completed({"slotsExecuted": 300}), now=2.0)
-    text = _screen(summary_table([p], duration=12.34))
+    text = _screen(summary_table([p], duration=12.34), tmp_path)
     assert "slots" in text
     assert "300" in text
     assert "transactions failed" in text
