@@ -170,6 +170,8 @@ class Schedule:
     replay_window: int
     """Slots the server keeps for replay."""
     faults: tuple[Fault, ...]
+    from_start: bool = False
+    """Arm the faults before the session is created (every session is a target then)."""
 
     def __repr__(self) -> str:
         mode = "parallel batch" if self.parallel else "single session"
@@ -181,7 +183,10 @@ class Schedule:
             f"{', zstd' if self.zstd else ''}, link "
             f"{'unlimited' if self.link_rate is None else f'{self.link_rate} B/s'}, "
             f"replay window {self.replay_window},",
-            "  faults:" + ("" if self.faults else " none"),
+            "  faults"
+            + (" (armed before the create)" if self.from_start else "")
+            + ":"
+            + ("" if self.faults else " none"),
         ]
         lines += [f"    {fault!r}" for fault in self.faults]
         return "\n".join(lines) + ")"
@@ -244,7 +249,7 @@ class FaultInjector:
 
     def session_id(self, fault: Fault) -> str | None:
         """The server-side id a fault targets (``None``: every session)."""
-        if fault.session is None:
+        if fault.session is None or not self._session_ids:
             return None
         return self._session_ids[fault.session % len(self._session_ids)]
 

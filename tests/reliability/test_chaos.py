@@ -71,6 +71,7 @@ from trio_backtest import (
     ManagedBacktestSession,
     ManagedEvent,
     ReadyForContinue,
+    SessionCreateError,
     StatusCell,
     SubscriptionFailedError,
     open_backtest_session,
@@ -162,6 +163,7 @@ def schedules(draw: st.DrawFn, *, parallel: bool) -> Schedule:
         link_rate=draw(st.sampled_from((None, None, 40_000, 150_000))),
         replay_window=draw(st.integers(3, 8)) if windowed else 100,
         faults=tuple(draw(st.lists(_faults(sessions), max_size=5))),
+        from_start=draw(st.sampled_from((False, False, False, True))),
     )
 
 
@@ -196,6 +198,8 @@ class RunResult:
     leftover_tasks: list[str] = attrs.Factory(list)
     fired: list[str] = attrs.Factory(list)
     stats: ServerStatistics | None = None
+    setup_error: BaseException | None = None
+    """A create or subscribe that failed (faults armed before the create)."""
 
 
 @attrs.define
@@ -252,7 +256,8 @@ async def _single(h: _Harness, result: RunResult) -> None:
             result.sessions.append(run)
             run.cells.append(("control", session.status))
             await h.subscribe(session, run)
-            h.start_faults([run.session_id])
+            if not h.schedule.from_start:
+                h.start_faults([run.session_id])
             await h.drive(session, run)
         finally:
             result.left_at = trio.current_time()
@@ -268,7 +273,8 @@ async def _parallel(h: _Harness, result: RunResult) -> None:
                 result.sessions.append(run)
                 await h.subscribe(sub, run)
             result.sessions[0].cells.append(("control", batch.status))
-            h.start_faults([run.session_id for run in result.sessions])
+            if not h.schedule.from_start:
+                h.start_faults([run.session_id for run in result.sessions])
             async with trio.open_nursery() as nursery:
                 for sub, run in zip(batch.sub_sessions, result.sessions, strict=True):
                     nursery.start_soon(h.drive, sub, run)
@@ -299,7 +305,12 @@ async def _run(schedule: Schedule) -> RunResult:
         with trio.fail_after(HANG_LIMIT):
             async with trio.open_nursery() as nursery:
                 h = _Harness(server, schedule, server.connector(link=link), config, create, nursery)
-                await (_parallel if schedule.parallel else _single)(h, result)
+                if schedule.from_start:
+                    h.start_faults([])
+                try:
+                    await (_parallel if schedule.parallel else _single)(h, result)
+                except (SessionCreateError, SubscriptionFailedError) as exc:
+                    result.setup_error = exc
                 result.closed_at = trio.current_time()
                 nursery.cancel_scope.cancel()
         result.client_tasks = client_tasks_left(baseline, server_nurseries)
@@ -322,11 +333,19 @@ def _verify(schedule: Schedule, result: RunResult) -> None:
     server = result.server
     forbid(result.client_tasks, "client tasks alive after the block")
     forbid(result.leftover_tasks, "tasks alive after the server stopped")
-    shutdown_within(result.left_at, result.closed_at, result.graceful)
     control_may_fail = (
         not schedule.resumable and schedule.control_kills()
     ) or schedule.failures_possible("control", MAX_ATTEMPTS)
     data_may_fail = schedule.failures_possible("data", MAX_ATTEMPTS)
+    if isinstance(result.setup_error, SessionCreateError):
+        assert control_may_fail, f"the create failed: {result.setup_error}"
+        TALLY["creates failed as documented"] += 1
+    else:
+        if result.setup_error is not None:
+            # As below: a destroyed non-resumable session's data plane answers 404.
+            assert data_may_fail or control_may_fail, f"a subscribe failed: {result.setup_error}"
+            TALLY["subscribes failed as documented"] += 1
+        shutdown_within(result.left_at, result.closed_at, result.graceful)
     window_gaps = tail_gaps = 0
     for index, run in enumerate(result.sessions):
         name = f"session {index}"
@@ -339,7 +358,7 @@ def _verify(schedule: Schedule, result: RunResult) -> None:
             # A non-resumable session whose control socket dropped is destroyed, and its
             # data plane closes with 4404 — which its subscriptions may report first.
             assert data_may_fail or control_may_fail, f"{name}: a subscription failed"
-        complete = run.error is None
+        complete = run.error is None and result.setup_error is None
         executed = server.executed_slots(run.session_id)
         start, end = run.range
         if complete:
@@ -447,11 +466,30 @@ _CONTROL_GIVES_UP_UNDER_QUEUED_CONTINUES = Schedule(
         Fault("control", Refuse(6, 500), AtTime(0.0)),
     ),
 )
+_CREATE_CUT_SHORT = Schedule(
+    parallel=True,
+    resumable=True,
+    slots=20,
+    bundle_size=10,
+    stride=3,
+    think=0.0,
+    tx_programs=(0,),
+    diff_programs=(),
+    zstd=False,
+    link_rate=None,
+    replay_window=100,
+    faults=(Fault("control", Drop(), AfterMessages(1)),),
+    from_start=True,
+)
+_SUBSCRIBE_REFUSED_FOR_GOOD = attrs.evolve(
+    _CREATE_CUT_SHORT, parallel=False, faults=(Fault("data", Refuse(8, 500), AtTime(0.0)),)
+)
 
 
 @settings(_SETTINGS, max_examples=_OVERRIDE or SINGLE_EXAMPLES)
 @given(schedule=schedules(parallel=False))
 @example(schedule=_TAIL_GIVEN_UP)
+@example(schedule=_SUBSCRIBE_REFUSED_FOR_GOOD)
 def test_single_session_survives_the_schedule(schedule: Schedule) -> None:
     _run_and_verify(schedule)
 
@@ -460,6 +498,7 @@ def test_single_session_survives_the_schedule(schedule: Schedule) -> None:
 @given(schedule=schedules(parallel=True))
 @example(schedule=_DROP_AT_THE_LAST_MESSAGE)
 @example(schedule=_CONTROL_GIVES_UP_UNDER_QUEUED_CONTINUES)
+@example(schedule=_CREATE_CUT_SHORT)
 def test_parallel_batch_survives_the_schedule(schedule: Schedule) -> None:
     _run_and_verify(schedule)
 
