@@ -6,6 +6,7 @@ that compare what a user received with what the server executed.
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -559,3 +560,24 @@ def forbid(items: Iterable[str], what: str) -> None:
     """Fail listing ``items`` if there are any."""
     items = list(items)
     assert not items, f"{what}: {items}"
+
+
+def check_and_forget_captured_logs(secret: str) -> int:
+    """Check every log record pytest has captured so far for ``secret``, then drop them.
+
+    pytest keeps every record of a test until it ends; thousands of examples or a long
+    soak would hold gigabytes. The suite-wide check (no record contains the API key) is
+    made here, record by record, before they are dropped. Returns how many were checked.
+    """
+    checked = 0
+    for handler in logging.getLogger().handlers:
+        records = getattr(handler, "records", None)
+        reset = getattr(handler, "reset", None)
+        if not isinstance(records, list) or reset is None:
+            continue
+        for record in records:
+            assert secret not in record.getMessage(), f"API key leaked: {record.name}"
+            assert secret not in (record.exc_text or ""), f"API key leaked: {record.name}"
+        checked += len(records)
+        reset()
+    return checked

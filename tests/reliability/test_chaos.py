@@ -50,6 +50,7 @@ from tests.reliability.chaos_support import (
     Kind,
     Refuse,
     Schedule,
+    check_and_forget_captured_logs,
     check_control_events,
     check_history,
     check_subscription_call,
@@ -408,8 +409,11 @@ def _verify(schedule: Schedule, result: RunResult) -> None:
 
 
 def _run_and_verify(schedule: Schedule) -> None:
-    result = trio.run(_run, schedule, clock=trio.testing.MockClock(autojump_threshold=0))
-    _verify(schedule, result)
+    try:
+        result = trio.run(_run, schedule, clock=trio.testing.MockClock(autojump_threshold=0))
+        _verify(schedule, result)
+    finally:
+        TALLY["log records checked for the key"] += check_and_forget_captured_logs(SECRET_KEY)
 
 
 # --------------------------------------------------------------------------- properties

@@ -44,6 +44,7 @@ from tests.reliability.chaos_support import (
     Drop,
     Plane,
     Refuse,
+    check_and_forget_captured_logs,
     check_history,
     check_subscription_call,
     client_tasks_left,
@@ -464,6 +465,7 @@ class LiveSessionMachine(RuleBasedStateMachine):
         assert self.closed_at is not None
         assert self.closed_at - self.left_at <= CONFIG.graceful_close_timeout
         assert not self.leaked, f"client tasks left behind: {self.leaked}"
+        TALLY["log records checked for the key"] += check_and_forget_captured_logs(SECRET_KEY)
         for name, cell in self.cells.items():
             check_history(name, cell)
 

@@ -26,6 +26,7 @@ import trio
 from tests.conftest import SECRET_KEY
 from tests.reliability.chaos_support import (
     Kind,
+    check_and_forget_captured_logs,
     check_control_events,
     check_history,
     check_subscription_call,
@@ -191,6 +192,7 @@ async def test_soak_many_sessions_over_tcp_with_random_drops() -> None:
                         nursery.start_soon(_batch, server, config, index, start, runs)
                 forbid(client_tasks_left(baseline, server_nurseries), "client tasks left")
                 _check(server, runs, tally)
+                tally["log records"] += check_and_forget_captured_logs(SECRET_KEY)
                 tally["sessions"] += len(runs)
                 round_ += 1
             stats = server.statistics()
