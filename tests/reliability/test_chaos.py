@@ -6,15 +6,18 @@ keepalive and black holes cost no wall time. Hypothesis draws a `Schedule` — t
 parallel batch, its subscriptions, how the user drives it, a shared bandwidth link, and up to
 five faults (drop, close 1001/1011/1012/1013, black hole, refused upgrades 500/503), each on
 the control or data plane of one or every (sub-)session, after k server messages or at a
-virtual time. Whatever the schedule:
+virtual time, armed once the session streams or (a quarter of the schedules) before the
+create. Whatever the schedule:
 
 * every slot's notifications reach the user exactly once, in execution order per
   subscription, unless a `StreamGap` names exactly what was lost — and that happens only
-  when the server's replay window was exceeded;
+  when the server's replay window was exceeded, or, for the tail after ``Completed``, when
+  the schedule could exhaust the data plane's reconnect budget;
 * every control event the server emitted reaches the user once, in order, with one
   readiness answer per continue;
-* the run completes, or fails with the documented error only when the schedule could
-  exhaust the reconnect budget or kill the control socket of a non-resumable session;
+* the run completes, or fails with the documented error (`SessionCreateError`,
+  `ControlFailedError`, `ControlClosedError`, `SubscriptionFailedError`) only when the
+  schedule could exhaust the reconnect budget or kill a non-resumable session's control;
 * leaving the block takes at most ``GRACEFUL_CLOSE_TIMEOUT`` and leaves no client task.
 
 ``TRIO_BACKTEST_CHAOS_EXAMPLES=N`` runs N examples per property instead of the default;
@@ -81,7 +84,7 @@ from trio_backtest import (
 from trio_backtest._transport import Dead, one_death
 from trio_backtest.server import Link, LocalServer, ServerStatistics, open_local_server
 
-#: Examples per property in the default suite (about 20-40 s for the module on one core).
+#: Examples per property in the default suite (about 15-20 s for the module on one core).
 SINGLE_EXAMPLES = 120
 PARALLEL_EXAMPLES = 60
 _OVERRIDE = int(os.environ.get("TRIO_BACKTEST_CHAOS_EXAMPLES", "0") or 0)
