@@ -318,6 +318,11 @@ def _attach(session_id: str) -> str:
     ).decode()
 
 
+def _near_miss(session_id: str) -> str:
+    """``session_id`` with its last character changed."""
+    return session_id[:-1] + ("B" if session_id.endswith("A") else "A")
+
+
 _GUESSES = [
     "",
     "x",
@@ -332,7 +337,7 @@ async def test_attaching_to_other_sessions_and_guessed_ids(
     srv: LocalServer, autojump_clock: trio.testing.MockClock
 ) -> None:
     rounds = 20
-    attempts: dict[str, int] = {"mismatch": 0, "not-found": 0, "404": 0}
+    attempts = {"mismatch": 0, "gone": 0, "not-found": 0, "404": 0}
 
     async def thief(control: Control, good_id: str, gate: trio.Event) -> None:
         await gate.wait()
@@ -346,7 +351,8 @@ async def test_attaching_to_other_sessions_and_guessed_ids(
             else:
                 assert answer.error == SessionNotFound(session_id=good_id)
                 assert srv.session_state(good_id) is None
-            guess = secrets.token_urlsafe(16) if n % 2 else good_id[:-1] + "A"
+                attempts["gone"] += 1
+            guess = secrets.token_urlsafe(16) if n % 2 else _near_miss(good_id)
             await control.send(_attach(guess))
             answer = (await control.recv()).message
             assert answer == ServerError(SessionNotFound(session_id=guess))
@@ -355,13 +361,12 @@ async def test_attaching_to_other_sessions_and_guessed_ids(
     async def prober(gate: trio.Event) -> None:
         await gate.wait()
         async with trio.open_nursery() as own:
-            for n in range(rounds):
+            for _ in range(rounds):
                 guess = secrets.token_urlsafe(16)
                 with pytest.raises(trio_websocket.ConnectionRejected) as rejected:
                     await connect(srv, own, f"/backtest/{guess}", key=None)
                 assert rejected.value.status_code == 404
                 attempts["404"] += 1
-                del n
             own.cancel_scope.cancel()
 
     async def hostile(nursery: trio.Nursery, good_id: str, gate: trio.Event) -> None:
@@ -383,7 +388,7 @@ async def test_attaching_to_other_sessions_and_guessed_ids(
             await first.send(_attach(guess))
             assert (await first.recv()).message == ServerError(SessionNotFound(session_id=guess))
         # Data-plane upgrades to near misses of the real id.
-        for path in (good_id[:-1], good_id + "x", good_id.upper(), f"{good_id}/x", ".."):
+        for path in (_near_miss(good_id), good_id + "x", good_id[:-1], f"{good_id}/x", ".."):
             with pytest.raises(trio_websocket.ConnectionRejected) as rejected:
                 await connect(srv, nursery, f"/backtest/{path}", key=None)
             assert rejected.value.status_code == 404
@@ -400,8 +405,10 @@ async def test_attaching_to_other_sessions_and_guessed_ids(
             assert isinstance(answer.error, SessionNotFound)
 
     await _alongside(srv, hostile)
-    assert attempts["not-found"] == 5 * 20
-    assert attempts["404"] == 20
+    # Every try on the good id met a mismatch, or "not found" once the session was closed.
+    assert attempts["mismatch"] + attempts["gone"] == 5 * rounds
+    assert attempts["not-found"] == 5 * rounds
+    assert attempts["404"] == rounds
     stats = srv.statistics()
     assert stats.upgrades_refused == {"404": 25}
     assert stats.sessions_created == 2  # the good one and the one proving the server is up
@@ -548,6 +555,9 @@ async def test_nonsense_on_a_real_session_data_plane(
                 assert wrong.code == INVALID_PARAMS
                 await data.ws.send_message(_rpc(method, [sub]))
                 assert await _answer(data) == RpcResult(7, True)
+            # A replay from far ahead of the session replays nothing.
+            await data.subscribe(_TX, program, replayFromSlot=10**15)
+            assert await data.drain(idle=1.0) == []
             await data.subscribe(_TX, program, replayFromSlot=own_start)
             replayed = notification_signatures(await data.drain(idle=1.0))
             assert replayed == signatures_for(srv, program, own_start, own_start + 2)
