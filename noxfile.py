@@ -31,7 +31,7 @@ def chaos(session: nox.Session) -> None:
         "TRIO_BACKTEST_CHAOS_REPORT": "1",
     }
     session.run(
-        "pytest", "-q", "-p", "no:cacheprovider", "tests/reliability/test_chaos.py",
+        "pytest", "-q", "-s", "-p", "no:cacheprovider", "tests/reliability/test_chaos.py",
         "tests/reliability/test_live_state_machine.py", *session.posargs, env=env,
     )  # fmt: skip
 
@@ -42,7 +42,7 @@ def soak(session: nox.Session) -> None:
     session.install("-e", ".[test]")
     env = {"TRIO_BACKTEST_SOAK_SECONDS": "600", "TRIO_BACKTEST_CHAOS_REPORT": "1"}
     session.run(
-        "pytest", "-q", "-p", "no:cacheprovider", "tests/reliability/test_soak.py",
+        "pytest", "-q", "-s", "-p", "no:cacheprovider", "tests/reliability/test_soak.py",
         *session.posargs, env=env,
     )  # fmt: skip
 
