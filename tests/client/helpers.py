@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
+
+import trio
+from trio_websocket import WebSocketConnection
 
 from trio_backtest import (
     AccountDiff,
@@ -67,3 +71,18 @@ async def until_ready(session: ManagedBacktestSession) -> list[ManagedEvent]:
     while not seen or not isinstance(seen[-1], ReadyForContinue):
         seen.append(await session.next_event())
     return seen
+
+
+class SlowReader:
+    """A WebSocket stand-in whose reader takes ``delay`` seconds per message."""
+
+    def __init__(self, inner: WebSocketConnection, delay: float) -> None:
+        self._inner = inner
+        self._delay = delay
+
+    async def get_message(self) -> str | bytes:
+        await trio.sleep(self._delay)
+        return await self._inner.get_message()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)

@@ -9,7 +9,13 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
-from tests.client.helpers import drive, expected_transactions, signatures, until_ready
+from tests.client.helpers import (
+    SlowReader,
+    drive,
+    expected_transactions,
+    signatures,
+    until_ready,
+)
 from tests.conftest import SECRET_KEY
 from trio_backtest import (
     DRAIN_TIMEOUT,
@@ -59,20 +65,6 @@ async def test_continue_waits_while_a_subscription_is_down(
         assert server.executed_slots(session.info.session_id) == [0, 1, 2]
 
 
-class _SlowReader:
-    """A WebSocket stand-in whose reader takes a moment per message."""
-
-    def __init__(self, inner: WebSocketConnection) -> None:
-        self._inner = inner
-
-    async def get_message(self) -> str | bytes:
-        await trio.sleep(0.01)
-        return await self._inner.get_message()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-
 async def test_trailing_notifications_arrive_before_completed(
     autojump_clock: trio.abc.Clock,
 ) -> None:
@@ -85,7 +77,7 @@ async def test_trailing_notifications_arrive_before_completed(
 
         async def connector(nursery: trio.Nursery, url: str, **kwargs: Any) -> Any:
             conn = await inner(nursery, url, **kwargs)
-            return conn if url.endswith("/backtest") else _SlowReader(conn)
+            return conn if url.endswith("/backtest") else SlowReader(conn, 0.01)
 
         programs = srv.ledger.programs
         create = CreateSession(start_slot=0, slot_count=2, disconnect_timeout_secs=60)

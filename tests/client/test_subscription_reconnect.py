@@ -6,9 +6,9 @@ import random
 from typing import Any
 
 import trio
-from trio_websocket import WebSocketConnection
 
 from tests.client.helpers import (
+    SlowReader,
     diff_keys,
     drive,
     expected_diffs,
@@ -138,20 +138,6 @@ async def test_zstd_subscription_survives_a_drop(
     assert stats.protocol_errors == 0
 
 
-class _SlowReader:
-    """A WebSocket stand-in whose reader takes a moment per message."""
-
-    def __init__(self, inner: WebSocketConnection) -> None:
-        self._inner = inner
-
-    async def get_message(self) -> str | bytes:
-        await trio.sleep(0.05)
-        return await self._inner.get_message()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-
 async def test_tail_replayed_long_after_completed_is_not_cut_short(
     server: LocalServer, autojump_clock: trio.abc.Clock
 ) -> None:
@@ -162,7 +148,7 @@ async def test_tail_replayed_long_after_completed_is_not_cut_short(
 
     async def connector(nursery: trio.Nursery, url: str, **kwargs: Any) -> Any:
         conn = await inner(nursery, url, **kwargs)
-        return conn if url.endswith("/backtest") else _SlowReader(conn)
+        return conn if url.endswith("/backtest") else SlowReader(conn, 0.05)
 
     program = server.ledger.programs[1]
     expected = expected_transactions(server, [program], 0, 29)
