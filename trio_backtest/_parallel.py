@@ -83,6 +83,9 @@ class _SubControl:
         self._batch = batch
         self.info: SessionInfo | None = SessionInfo(session_id, rpc_endpoint)
         self.create_params = batch.create_params
+        self.range: tuple[int, int] | None = None
+        """The server's ``(start, end)`` for this sub-session; ``None`` from a server that
+        sends no slot lists (``create_params`` then keeps the batch's bounds)."""
         self.seq = SequenceFilter()
         self.readiness = ReadinessTracker()
         self.own = Counters()
@@ -161,17 +164,28 @@ class _BatchControl(ControlManager):
         raise Dead(DisconnectCause.timeout("sessionsCreatedV2"))
 
     def _split(self, message: SessionsCreatedV2) -> None:
-        """Adopt the server's split: it is authoritative."""
+        """Adopt the server's split: it is authoritative.
+
+        Older servers send no slot lists: each sub-session's range is then unknown
+        (``range`` is ``None``) and its bookkeeping keeps the batch's bounds, which contain it.
+        """
         ids, starts, ends = message.session_ids, message.start_slots, message.end_slots
-        if not len(ids) == len(starts) == len(ends) or set(ids) != set(self.subs):
+        if set(ids) != set(self.subs) or len(ids) != len(self.subs):
             raise SessionCreateError(
                 "sessionsCreatedV2 does not match the sessionCreated messages before it"
             )
+        if (starts is None) != (ends is None) or (
+            starts is not None and ends is not None and not len(ids) == len(starts) == len(ends)
+        ):
+            raise SessionCreateError("sessionsCreatedV2 has slot lists that do not match its ids")
         self.control_session_id = message.control_session_id
         ordered = {}
-        for sid, start, end in zip(ids, starts, ends, strict=True):
+        for index, sid in enumerate(ids):
             sub = self.subs[sid]
-            sub.create_params = attrs.evolve(self.create_params, start_slot=start, end_slot=end)
+            if starts is not None and ends is not None:
+                start, end = starts[index], ends[index]
+                sub.range = (start, end)
+                sub.create_params = attrs.evolve(self.create_params, start_slot=start, end_slot=end)
             ordered[sid] = sub
         self.subs = ordered
         logger.info("parallel batch created with %d sub-sessions", len(ordered))
@@ -268,14 +282,17 @@ class ParallelSubSession(ManagedBacktestSession):
         self._closed_by_user = False
 
     def __repr__(self) -> str:
-        start, end = self.range
-        return f"<ParallelSubSession {self.info.session_id[:6]}… slots {start}..{end}>"
+        span = "slots unknown" if self.range is None else "slots {}..{}".format(*self.range)
+        return f"<ParallelSubSession {self.info.session_id[:6]}… {span}>"
 
     @property
-    def range(self) -> tuple[int, int]:
-        """The server-authoritative ``(start_slot, end_slot)`` of this sub-session."""
-        params = self._sub.create_params
-        return (params.start_slot, params.end_slot)
+    def range(self) -> tuple[int, int] | None:
+        """The server-authoritative ``(start_slot, end_slot)`` of this sub-session.
+
+        ``None`` when the server did not say (``sessionsCreatedV2`` without slot lists,
+        as older servers send it).
+        """
+        return self._sub.range
 
     async def next_event(self) -> ManagedEvent:
         """The next event of this sub-session (see `ManagedBacktestSession.next_event`).

@@ -452,7 +452,8 @@ async def _parallel(
     async with open_parallel_session(url, key, create, config=config) as batch:
         now = trio.current_time()
         for i, sub in enumerate(batch.sub_sessions):
-            start, end = sub.range
+            # An older server does not say how it split the range: show the whole range.
+            start, end = sub.range or (create.start_slot, create.end_slot)
             progress.append(RunProgress(f"sub {i}", start, end, now, phase_since=now))
         if jsonl is not None:
             jsonl.write(

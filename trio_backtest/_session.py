@@ -347,8 +347,10 @@ class ManagedBacktestSession:
         """
         await self._send(Continue(params if params is not None else ContinueParams()))
 
-    async def send_continue_to(self, slot: int, batch_index: int) -> None:
+    async def send_continue_to(self, slot: int, batch_index: int | None = None) -> None:
         """Execute up to, not including, transaction ``batch_index`` of ``slot``.
+
+        ``batch_index=None`` pauses at the start of ``slot``, before its first batch.
 
         Raises:
             NotReadyError: the last readiness event was already answered; nothing sent.

@@ -96,6 +96,14 @@ SIGNATURE = (
 )
 TX_1 = "AVXo5X7WnTBgZ2uOXzd1QmAiM4z8QNxQ+dEpIpm2R4YvAQABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f"
 TX_2 = "AQABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4fIEFCREVGR0hJSktMTU5PUFFSU1RVVldYWVpbXF1eXw=="
+#: A bincode-serialized v0 ``VersionedTransaction``: WALLET sends 1,000 lamports to
+#: TOKEN_ACCOUNT through the system program, signed with SIGNATURE.
+TRANSFER_V0 = (
+    "AeBp7y++SHKY8i/+y+1XpF3lVRYNcVLx+cMmnN4F5Cj8ql5iL3J8RcvVRGr1B65jlMq446TgeHKJaYgiWDtHnA+A"
+    "AQABA2dSBVwgs+nYdGZW3fc4VVB/h6tth1I+THan+jYJapnrhML7GK7WGfVGYyZT7wYCnwKoZL84KYZxgbsg3x1x"
+    "XDAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAADlz4zDCm4MfP8sOSTdO2NA4j0EKI+Tr8jMoUFA2770D"
+    "AQICAAEMAgAAAOgDAAAAAAAAAA=="
+)
 SESSION = "q3YJ0pXv7Zb1sK9mN2wR4g"
 SESSION_B = "Zt8cH1uQe5LwA0nVb3yXkQ"
 CONTROL_SESSION = "c-4fJ2mQ9sLx7RtV1pW8nA"
@@ -213,6 +221,11 @@ CLIENT_CASES = [
         {"method": "continueTo", "params": {"slot": START + 7, "batchIndex": 4}},
         ContinueTo(slot=START + 7, batch_index=4),
         id="continueTo",
+    ),
+    pytest.param(
+        {"method": "continueTo", "params": {"slot": START + 7, "batchIndex": None}},
+        ContinueTo(slot=START + 7, batch_index=None),
+        id="continueTo-slot-start",
     ),
     pytest.param(
         {"method": "closeBacktestSession"},
@@ -355,16 +368,60 @@ EVENT_CASES: list[tuple[str, Json, Json, Any]] = [
         Paused(slot=START + 7, batch_index=4),
     ),
     (
+        "paused-slot-start",
+        {"method": "paused", "params": {"slot": START + 7, "batchIndex": None}},
+        {"method": "paused", "params": {"slot": START + 7, "batch_index": None}},
+        Paused(slot=START + 7, batch_index=None),
+    ),
+    (
         "discoveryBatch",
         {
             "method": "discoveryBatch",
-            "params": {"slot": START + 42, "batchIndex": 2, "transactions": [TX_1, TX_2]},
+            "params": {
+                "slot": START + 42,
+                "batchIndex": 2,
+                "transactions": [
+                    {"data": TX_1, "encoding": "base64"},
+                    {"data": TX_2, "encoding": "base64"},
+                ],
+            },
         },
         {
             "method": "discoveryBatch",
-            "params": {"slot": START + 42, "batch_index": 2, "transactions": [TX_1, TX_2]},
+            "params": {
+                "slot": START + 42,
+                "batch_index": 2,
+                "transactions": [
+                    {"data": TX_1, "encoding": "base64"},
+                    {"data": TX_2, "encoding": "base64"},
+                ],
+            },
         },
         DiscoveryBatch(slot=START + 42, batch_index=2, transactions=(TX_1, TX_2)),
+    ),
+    (
+        "discoveryBatch-matched",
+        {
+            "method": "discoveryBatch",
+            "params": {
+                "slot": START + 42,
+                "batchIndex": 0,
+                "matched": [JUPITER],
+                "transactions": [{"data": TRANSFER_V0, "encoding": "base64"}],
+            },
+        },
+        {
+            "method": "discoveryBatch",
+            "params": {
+                "slot": START + 42,
+                "batch_index": 0,
+                "matched": [JUPITER],
+                "transactions": [{"data": TRANSFER_V0, "encoding": "base64"}],
+            },
+        },
+        DiscoveryBatch(
+            slot=START + 42, batch_index=0, transactions=(TRANSFER_V0,), matched=(JUPITER,)
+        ),
     ),
     (
         "completed-summary",
@@ -804,6 +861,88 @@ def test_account_data_also_decodes_from_the_ui_account_spelling() -> None:
     assert decoded == Continue(ContinueParams(modify_account_states={WALLET: FUNDED_WALLET_MODEL}))
 
 
+def test_discovery_batch_accepts_bare_base64_strings() -> None:
+    """Earlier servers sent each transaction as a bare base64 string (protocol.md §2.2)."""
+    wire = {
+        "method": "discoveryBatch",
+        "params": {"slot": START, "batchIndex": 3, "transactions": [TRANSFER_V0, TX_2]},
+    }
+    decoded = decode_control(frame(wire)).message
+    assert decoded == DiscoveryBatch(slot=START, batch_index=3, transactions=(TRANSFER_V0, TX_2))
+
+
+def test_discovery_batch_accepts_base58_encoded_binary() -> None:
+    # "StV1DL6CwTryKyV" is base58 for b"hello world".
+    wire = {
+        "method": "discoveryBatch",
+        "params": {
+            "slot": START,
+            "batchIndex": 0,
+            "transactions": [{"data": "StV1DL6CwTryKyV", "encoding": "base58"}],
+        },
+    }
+    decoded = decode_control(frame(wire)).message
+    assert isinstance(decoded, DiscoveryBatch)
+    assert decoded.transactions == ("aGVsbG8gd29ybGQ=",)
+
+
+def test_discovery_batch_decodes_its_transactions_with_solders() -> None:
+    from solders.pubkey import Pubkey
+    from solders.signature import Signature
+
+    wire = {
+        "method": "discoveryBatch",
+        "params": {
+            "slot": START,
+            "batchIndex": 0,
+            "matched": [SYSTEM_PROGRAM],
+            "transactions": [{"data": TRANSFER_V0, "encoding": "base64"}, TRANSFER_V0],
+        },
+    }
+    decoded = decode_control(frame(wire)).message
+    assert isinstance(decoded, DiscoveryBatch)
+    assert decoded.matched == (SYSTEM_PROGRAM,)
+    first, second = decoded.decode_transactions()
+    assert first == second
+    assert first.signatures == [Signature.from_string(SIGNATURE)]
+    keys = first.message.account_keys
+    assert keys[:2] == [Pubkey.from_string(WALLET), Pubkey.from_string(TOKEN_ACCOUNT)]
+    assert str(keys[2]) == SYSTEM_PROGRAM
+
+
+def test_discovery_batch_with_a_transaction_that_is_not_one() -> None:
+    batch = DiscoveryBatch(slot=START, batch_index=0, transactions=(TRANSFER_V0, "AAAA"))
+    with pytest.raises(ProtocolError, match="transaction 1 is not a serialized"):
+        batch.decode_transactions()
+
+
+def test_sessions_created_v2_without_slot_lists() -> None:
+    """Older servers (before reference 0.13) send no slot lists; that is not an error."""
+    wire = {
+        "method": "sessionsCreatedV2",
+        "params": {"controlSessionId": CONTROL_SESSION, "sessionIds": [SESSION, SESSION_B]},
+    }
+    decoded = decode_control(frame(wire)).message
+    assert decoded == SessionsCreatedV2(
+        control_session_id=CONTROL_SESSION, session_ids=(SESSION, SESSION_B)
+    )
+    assert isinstance(decoded, SessionsCreatedV2)
+    assert decoded.start_slots is None
+    assert decoded.end_slots is None
+    assert parsed(encode_control(decoded)) == wire
+
+
+def test_continue_to_without_a_batch_index_pauses_at_the_slot_start() -> None:
+    for params in ({"slot": START}, {"slot": START, "batchIndex": None}):
+        decoded = decode_control(frame({"method": "continueTo", "params": params})).message
+        assert decoded == ContinueTo(slot=START, batch_index=None)
+    wrapped = ContinueToSessionV1(session_id=SESSION, slot=START)
+    assert parsed(encode_control(wrapped)) == {
+        "method": "continueToSessionV1",
+        "params": {"sessionId": SESSION, "params": {"slot": START, "batchIndex": None}},
+    }
+
+
 def test_slot_notification_also_decodes_from_an_object() -> None:
     decoded = decode_control(frame({"method": "slotNotification", "params": {"slot": START}}))
     assert decoded.message == Slot(START)
@@ -1027,7 +1166,10 @@ BAD_CONTROL = [
         id="continue-account-flat-data",
     ),
     pytest.param(
-        "continueTo", {"slot": START}, ["missing key 'batchIndex'"], id="continueTo-no-batch"
+        "continueTo",
+        {"slot": START, "batchIndex": "3"},
+        ["key 'batchIndex'", "expected an integer, got str"],
+        id="continueTo-batch-str",
     ),
     pytest.param(
         "attachBacktestSession",
@@ -1121,7 +1263,30 @@ BAD_CONTROL = [
     pytest.param(
         "status", {"status": 3}, ["key 'status'", "expected a string, got int"], id="status-int"
     ),
-    pytest.param("paused", {"slot": START}, ["missing key 'batchIndex'"], id="paused-no-batch"),
+    pytest.param(
+        "paused",
+        {"slot": START, "batchIndex": 1.5},
+        ["key 'batchIndex'", "expected an integer, got float"],
+        id="paused-batch-float",
+    ),
+    pytest.param(
+        "discoveryBatch",
+        {"slot": START, "batchIndex": 0, "transactions": [7]},
+        ["key 'transactions'", "transaction 0", "got int"],
+        id="discovery-tx-int",
+    ),
+    pytest.param(
+        "discoveryBatch",
+        {"slot": START, "batchIndex": 0, "transactions": [{"data": TX_1, "encoding": "hex"}]},
+        ["key 'transactions'", "unsupported encoding 'hex'"],
+        id="discovery-tx-hex",
+    ),
+    pytest.param(
+        "discoveryBatch",
+        {"slot": START, "batchIndex": 0, "transactions": [{"encoding": "base64"}]},
+        ["key 'transactions'", "'data' and 'encoding' must be strings"],
+        id="discovery-tx-no-data",
+    ),
     pytest.param(
         "discoveryBatch",
         {"slot": START, "batchIndex": 0, "transactions": None},
@@ -1186,8 +1351,8 @@ BAD_CONTROL = [
     ),
     pytest.param(
         "sessionEventV2",
-        {"sessionId": SESSION, "seqId": 1, "event": {"method": "paused", "params": {"slot": 1}}},
-        ["sessionEventV2.event", "paused", "missing key 'batchIndex'"],
+        {"sessionId": SESSION, "seqId": 1, "event": {"method": "paused", "params": {"x": 1}}},
+        ["sessionEventV2.event", "paused", "missing key 'slot'"],
         id="eventV2-bad-event",
     ),
     pytest.param(

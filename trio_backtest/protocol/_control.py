@@ -7,13 +7,18 @@ decodes ``readyForContinue`` straight into ``ReadyForContinue``, ``error`` into
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
-from typing import Any, ClassVar, Generic, TypeVar, final
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, final
 
 import attrs
 
+from ._errors import ProtocolError
 from ._errors_model import BacktestError
 from ._fields import extra_field, omitted_if_none
+
+if TYPE_CHECKING:
+    from solders.transaction import VersionedTransaction
 
 __all__ = [
     "AccountData",
@@ -225,11 +230,16 @@ class Continue:
 @final
 @attrs.frozen
 class ContinueTo:
-    """Execute up to, not including, transaction ``batch_index`` of ``slot``."""
+    """Execute up to, not including, transaction ``batch_index`` of ``slot``.
+
+    ``batch_index=None`` (sent as ``null``) pauses at the start of ``slot``.
+    """
 
     method: ClassVar[str] = "continueTo"
     slot: int
-    batch_index: int
+    batch_index: int | None = None
+    """Index of the transaction to stop before; ``None`` stops at the start of ``slot``,
+    before its first batch."""
     extra: Mapping[str, Any] = extra_field()
 
 
@@ -280,7 +290,7 @@ class ContinueToSessionV1:
     method: ClassVar[str] = "continueToSessionV1"
     session_id: str
     slot: int
-    batch_index: int
+    batch_index: int | None = None
     extra: Mapping[str, Any] = extra_field()
 
 
@@ -340,8 +350,11 @@ class SessionsCreatedV2:
     method: ClassVar[str] = "sessionsCreatedV2"
     control_session_id: str
     session_ids: tuple[str, ...]
-    start_slots: tuple[int, ...]
-    end_slots: tuple[int, ...]
+    start_slots: tuple[int, ...] | None = omitted_if_none()
+    """Each sub-session's first slot; only newer servers send the slot lists (``None``
+    when absent: the ranges are then unknown, never an error)."""
+    end_slots: tuple[int, ...] | None = omitted_if_none()
+    """Each sub-session's last slot (``None`` when absent)."""
     extra: Mapping[str, Any] = extra_field()
 
 
@@ -415,8 +428,9 @@ class Paused:
     method: ClassVar[str] = "paused"
     slot: int
     """The slot the session stands in."""
-    batch_index: int
-    """The index, within ``slot``, of the first transaction not yet executed."""
+    batch_index: int | None = None
+    """The index, within ``slot``, of the first transaction not yet executed; ``None``
+    when paused at the start of the slot, before its first batch."""
     extra: Mapping[str, Any] = extra_field()
 
 
@@ -431,8 +445,33 @@ class DiscoveryBatch:
     batch_index: int
     """Its index within the slot; ``continueTo(slot, batch_index)`` stops just before it."""
     transactions: tuple[str, ...]
-    """Base64 serialized transactions of the batch."""
+    """The batch's bincode-serialized ``VersionedTransaction``s, as base64.
+
+    On the wire each is the reference crate's ``EncodedBinary``
+    (``{"data": ..., "encoding": "base64"}``); a bare base64 string is accepted too.
+    """
+    matched: tuple[Any, ...] | None = omitted_if_none()
+    """What the server says matched (e.g. the program ids), as sent; ``None`` if absent."""
     extra: Mapping[str, Any] = extra_field()
+
+    def decode_transactions(self) -> list[VersionedTransaction]:
+        """The batch's transactions as solders ``VersionedTransaction`` values.
+
+        Raises:
+            ProtocolError: a transaction is not a serialized ``VersionedTransaction``.
+        """
+        from solders.transaction import VersionedTransaction
+
+        decoded: list[VersionedTransaction] = []
+        for index, text in enumerate(self.transactions):
+            try:
+                decoded.append(VersionedTransaction.from_bytes(base64.b64decode(text)))
+            except Exception as exc:  # solders raises its own error types
+                raise ProtocolError(
+                    f"discoveryBatch: transaction {index} is not a serialized "
+                    f"VersionedTransaction ({exc})"
+                ) from None
+        return decoded
 
 
 @final

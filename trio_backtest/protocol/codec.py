@@ -14,6 +14,7 @@ else.
 
 from __future__ import annotations
 
+import base64
 import functools
 from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeVar, cast, get_args, get_origin
@@ -25,6 +26,7 @@ from cattrs.preconf.orjson import make_converter
 from . import _control as c
 from . import _errors_model as e
 from . import _rpc as r
+from ._base58 import base58_decode
 from ._errors import ProtocolError
 from ._fields import OMIT_NONE, camel
 
@@ -278,7 +280,6 @@ _PLAIN_RECORDS: Final = (
     c.ParallelSessionAttachedV2,
     c.Status,
     c.Paused,
-    c.DiscoveryBatch,
     c.Completed,
 )
 
@@ -354,6 +355,37 @@ def _decode_event_v2(params: Any, method: str) -> c.SessionEventV2:
     return c.SessionEventV2(session_id, seq_id, inner, extra=extra)
 
 
+def _encoded_binary(item: Any, index: int) -> str:
+    """One ``discoveryBatch`` transaction as base64: an ``EncodedBinary`` or a bare string."""
+    if type(item) is str:
+        return item
+    if not isinstance(item, dict):
+        raise ProtocolError(
+            f"transaction {index} must be {{'data', 'encoding'}} or a string, got {_kind(item)}"
+        )
+    data, encoding = item.get("data"), item.get("encoding", "base64")
+    if type(data) is not str or type(encoding) is not str:
+        raise ProtocolError(f"transaction {index}: 'data' and 'encoding' must be strings")
+    if encoding == "base64":
+        return data
+    if encoding == "base58":
+        try:
+            return base64.b64encode(base58_decode(data)).decode("ascii")
+        except ValueError as exc:
+            raise ProtocolError(f"transaction {index}: {exc}") from None
+    raise ProtocolError(f"transaction {index}: unsupported encoding {encoding!r:.40}")
+
+
+def _decode_discovery_batch(params: Any, method: str) -> c.DiscoveryBatch:
+    if isinstance(params, dict) and isinstance(params.get("transactions"), list):
+        try:
+            normalized = [_encoded_binary(t, i) for i, t in enumerate(params["transactions"])]
+        except ProtocolError as exc:
+            raise ProtocolError(f"{method}: key 'transactions': {exc}") from None
+        params = {**params, "transactions": normalized}
+    return _structure_record(c.DiscoveryBatch, params, method)
+
+
 def _decode_error(params: Any, method: str) -> c.ServerError:
     try:
         return c.ServerError(_decode_backtest_error(params))
@@ -376,6 +408,7 @@ _CONTROL_DECODERS: Final[Mapping[str, _Decoder]] = {
     **{cls.method: _no_params_decoder(cls) for cls in _NO_PARAMS},
     **{cls.method: _record_decoder(cls) for cls in _PLAIN_RECORDS},
     c.CreateBacktestSession.method: _decode_create,
+    c.DiscoveryBatch.method: _decode_discovery_batch,
     c.Continue.method: lambda p, m: c.Continue(_structure_record(c.ContinueParams, p, m)),
     c.ContinueToSessionV1.method: _decode_continue_to_v1,
     c.Slot.method: _decode_slot,
@@ -453,6 +486,11 @@ def _encode_params(message: Any, snake_keys: bool) -> tuple[bool, Any]:
         keys = ("session_id", "seq_id") if snake_keys else ("sessionId", "seqId")
         out = {keys[0]: message.session_id, keys[1]: message.seq_id, "event": inner}
         return True, {**message.extra, **out}
+    if isinstance(message, c.DiscoveryBatch):
+        # The reference crate's shape: each transaction an EncodedBinary object.
+        fields = _unstructure_record(message, snake_keys=snake_keys)
+        fields["transactions"] = [{"data": t, "encoding": "base64"} for t in message.transactions]
+        return True, fields
     if isinstance(message, _PLAIN_RECORDS):
         return True, _unstructure_record(message, snake_keys=snake_keys)
     raise TypeError(f"not a control message: {type(message).__name__}")

@@ -316,8 +316,8 @@ class ControlConnection:
             SessionsCreatedV2(
                 batch.id,
                 tuple(s.id for s in subs),
-                tuple(s.params.start_slot for s in subs),
-                tuple(s.params.end_slot for s in subs),
+                start_slots=tuple(s.params.start_slot for s in subs),
+                end_slots=tuple(s.params.end_slot for s in subs),
             ),
             record=batch.record,
         )

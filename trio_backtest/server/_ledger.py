@@ -21,6 +21,8 @@ from typing import Any, Final, TypeVar, final
 import attrs
 import orjson
 
+from ..protocol._base58 import base58_decode, base58_encode
+
 _T = TypeVar("_T")
 
 __all__ = [
@@ -32,42 +34,6 @@ __all__ = [
     "base58_decode",
     "base58_encode",
 ]
-
-_B58_ALPHABET: Final = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
-_B58_INDEX: Final = {c: i for i, c in enumerate(_B58_ALPHABET)}
-# Two digits per divmod halves the big-int work, which dominates signature encoding.
-_B58_PAIRS: Final = tuple(a + b for a in _B58_ALPHABET for b in _B58_ALPHABET)
-_B58_PAIR_BASE: Final = 58 * 58
-
-
-def base58_encode(data: bytes) -> str:
-    """Encode bytes as base58 with the Bitcoin/Solana alphabet."""
-    number = int.from_bytes(data, "big")
-    pairs: list[str] = []
-    while number:
-        number, rest = divmod(number, _B58_PAIR_BASE)
-        pairs.append(_B58_PAIRS[rest])
-    pairs.reverse()
-    body = "".join(pairs).lstrip("1")
-    zeros = len(data) - len(data.lstrip(b"\0"))
-    return "1" * zeros + body
-
-
-def base58_decode(text: str) -> bytes:
-    """Decode base58 text with the Bitcoin/Solana alphabet.
-
-    Raises:
-        ValueError: ``text`` contains a character outside the alphabet.
-    """
-    number = 0
-    for char in text:
-        try:
-            number = number * 58 + _B58_INDEX[char]
-        except KeyError:
-            raise ValueError(f"invalid base58 character {char!r}") from None
-    zeros = len(text) - len(text.lstrip("1"))
-    body = number.to_bytes((number.bit_length() + 7) // 8, "big") if number else b""
-    return b"\0" * zeros + body
 
 
 def _stable_seed(*parts: int | str) -> int:

@@ -154,7 +154,7 @@ class _ContinueCommand:
 @attrs.frozen
 class _ContinueToCommand:
     slot: int
-    batch_index: int
+    batch_index: int | None
 
 
 _Command = _ContinueCommand | _ContinueToCommand
@@ -340,7 +340,7 @@ class Session:
         self._start(_ContinueCommand(params))
         return None
 
-    def request_continue_to(self, slot: int, batch_index: int) -> BacktestError | None:
+    def request_continue_to(self, slot: int, batch_index: int | None) -> BacktestError | None:
         """Accept a ``continueTo``, or say why not (the session is then unchanged)."""
         if self.state is not SessionState.READY:
             return InvalidRequest(error="session is not ready")
@@ -348,7 +348,8 @@ class Session:
             return InvalidRequest(
                 error=f"slot {slot} is outside [{self.position}, {self.params.end_slot}]"
             )
-        if batch_index < 0 or (slot == self.position and batch_index < self.tx_index):
+        index = 0 if batch_index is None else batch_index
+        if index < 0 or (slot == self.position and index < self.tx_index):
             return InvalidRequest(
                 error=f"batchIndex {batch_index} of slot {slot} was already executed"
             )
@@ -436,13 +437,13 @@ class Session:
         await self._flush()
         await self._become_ready()
 
-    async def _continue_to(self, slot: int, batch_index: int) -> None:
+    async def _continue_to(self, slot: int, batch_index: int | None) -> None:
         while self.position < slot:
             if not await self._boundary():
                 return
             await self._execute(None)
             await self._finish_slot()
-        await self._execute(batch_index)
+        await self._execute(0 if batch_index is None else batch_index)
         await self._flush()
         await self.emit(Paused(slot, batch_index))
         self.state = SessionState.READY
