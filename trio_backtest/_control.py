@@ -10,7 +10,7 @@ from typing import Any, NoReturn, final
 import trio
 
 from ._config import ClientConfig
-from ._dedupe import ReadinessTracker, SequenceFilter
+from ._dedupe import MAX_SEQUENCE_JUMP, ReadinessTracker, SequenceFilter, Sequencing
 from ._errors import (
     ContinueSendError,
     ControlClosedError,
@@ -65,7 +65,7 @@ from .protocol import (
     encode_control,
 )
 
-__all__ = ["ControlHandle", "ControlManager", "spawn_control_manager"]
+__all__ = ["ControlHandle", "ControlManager", "EventGate", "spawn_control_manager"]
 
 logger = logging.getLogger("trio_backtest.control")
 
@@ -110,6 +110,7 @@ class ControlManager:
         self._subscriptions_closed = subscriptions_closed
         self._outbox_send, self._outbox = trio.open_memory_channel[Sendable](1)
         self._rng = config.rng if config.rng is not None else random.Random()
+        self._window = FailureWindow(ReconnectPolicy(config), self._rng)
         self._link: Link | None = None
         self._created = False
         self._failure: ManagedSessionError | None = None
@@ -188,8 +189,12 @@ class ControlManager:
     def _close_events(self) -> None:
         """No more events will come: let readers of the events see the end."""
 
+    def _progressed(self) -> None:
+        """The connection handed the user something new (client.md §3: progress)."""
+        self._window.progressed()
+
     async def _loop(self, io: trio.Nursery, task_status: trio.TaskStatus[Any]) -> None:
-        window = FailureWindow(ReconnectPolicy(self._config), self._rng)
+        window = self._window
         number = 0
         while True:
             number += 1
@@ -397,9 +402,7 @@ class ControlHandle(ControlManager):
         )
         self._create_params = create
         self._sink = sink
-        self._completed = completed
-        self._seq = SequenceFilter()
-        self._readiness = ReadinessTracker()
+        self._gate = EventGate(sink, self.counters, completed, "control", self._progressed)
         self.events = events
         """Control events, when spawned without a session (else ``None``)."""
         self.info: SessionInfo | None = None
@@ -419,7 +422,7 @@ class ControlHandle(ControlManager):
         Raises:
             ContinueSendError: the manager has ended.
         """
-        await self._enqueue((encode_control(request), self._readiness.on_continue_sent))
+        await self._enqueue((encode_control(request), self._gate.readiness.on_continue_sent))
 
     async def _create(self, link: Link) -> None:
         await link.send(encode_control(CreateBacktestSession(self._create_params)))
@@ -441,7 +444,7 @@ class ControlHandle(ControlManager):
     async def _attach(self, link: Link) -> None:
         assert self.info is not None
         await link.send(
-            encode_control(AttachBacktestSession(self.info.session_id, self._seq.high_water))
+            encode_control(AttachBacktestSession(self.info.session_id, self._gate.seq.high_water))
         )
         while True:
             message = await self._receive(link, handshake=True)
@@ -451,61 +454,137 @@ class ControlHandle(ControlManager):
                 raise_attach_error(message)
 
     def _on_attached(self, link: Link) -> None:
-        self._readiness.on_attached(link.number)
+        self._gate.readiness.on_attached(link.number)
 
     async def _on_resumed(self, link: Link) -> None:
-        if self._readiness.on_resumed(link.number):
-            await self._deliver(ReadyForContinue())
+        await self._gate.resumed(link.number)
 
     async def _broadcast(self, item: object) -> None:
-        await self._deliver(item)
+        await self._gate.deliver(item)
 
     def _close_events(self) -> None:
         self._sink.close()
 
     async def _on_message(self, decoded: Sequenced[Any], link: Link, handshake: bool) -> object:
-        if not accept_sequenced(self._seq, decoded.seq_id, self.counters, "control"):
+        gate = self._gate
+        if not gate.admit(decoded.seq_id):
             return None
         message = decoded.message
         if handshake and isinstance(message, ServerError):
+            gate.seen(decoded.seq_id)
             return message
-        event = route_event(message, self._readiness, link.number, self.counters)
+        return await gate.pass_on(decoded.seq_id, message, link.number)
+
+
+@final
+class EventGate:
+    """One (sub-)session's control events on their way to its user, each exactly once.
+
+    The one place where a control event is judged, handed over and recorded as seen
+    (client.md §4, style.md "Seen is a commit"): `admit` and `pass_on` judge a message by
+    its ``seqId`` and the readiness rules without recording anything the user has not
+    got; `hand_over` puts an event in the user's channel and then, with nothing awaited
+    in between, commits it — the high-water mark, the readiness, ``Completed``, the
+    connection's progress. ``MemorySendChannel.send`` either delivers and returns or
+    raises without delivering, so a cancelled hand-over leaves the event to be replayed.
+    """
+
+    def __init__(
+        self,
+        sink: trio.MemorySendChannel[Any],
+        counters: Counters,
+        completed: trio.Event,
+        what: str,
+        progressed: Callable[[], None],
+    ) -> None:
+        self.seq = SequenceFilter()
+        """The ``seqId`` high-water mark of what was handed over."""
+        self.readiness = ReadinessTracker()
+        """One readiness answer per continue."""
+        self.sink = sink
+        self.completed = completed
+        """Set once ``Completed`` was handed over."""
+        self._counters = counters
+        self._what = what
+        self._progressed = progressed
+
+    def __repr__(self) -> str:
+        return f"<EventGate {self._what} {self.seq!r} {self.readiness!r}>"
+
+    def admit(self, seq_id: int | None) -> bool:
+        """Whether a message with ``seq_id`` is new; a duplicate is counted and dropped.
+
+        Raises:
+            Dead: ``seq_id`` jumps more than `MAX_SEQUENCE_JUMP` past the mark: not
+                trusted (protocol.md §7), the connection is treated as broken.
+        """
+        verdict = self.seq.check(seq_id)
+        if verdict is Sequencing.NEW:
+            return True
+        if verdict is Sequencing.DUPLICATE:
+            self._counters.duplicates += 1
+            return False
+        self._counters.protocol_errors += 1
+        detail = (
+            f"seqId {seq_id} jumps more than {MAX_SEQUENCE_JUMP} past the high-water mark "
+            f"{self.seq.high_water}"
+        )
+        logger.warning("%s: %s; the connection is treated as broken", self._what, detail)
+        raise Dead(DisconnectCause.protocol(detail))
+
+    def seen(self, seq_id: int | None) -> None:
+        """Record a message that is not handed to the user (or already was) as seen."""
+        jumps = self.seq.jumps
+        self.seq.commit(seq_id)
+        if self.seq.jumps != jumps and self.seq.last_jump is not None:
+            expected, received = self.seq.last_jump
+            logger.warning(
+                "%s: seqId jumped from %d to %d; %d message(s) were not replayed",
+                self._what,
+                expected,
+                received,
+                received - expected,
+            )
+
+    async def pass_on(self, seq_id: int | None, message: object, connection: int) -> object:
+        """Hand a new message over if it is a user event, else record it as seen.
+
+        Returns:
+            ``None`` for an event handed over (or dropped); otherwise the message itself
+            (``sessionCreated``, ``success``, ...), for a handshake that waits for it.
+        """
+        event = route_event(message, self.readiness, connection, self._counters)
         if event is None:
-            return message if not isinstance(message, UnknownMessage) else None
-        if isinstance(event, Completed):
-            self._completed.set()
-        await self._deliver(event)
+            self.seen(seq_id)
+            return None if isinstance(message, UnknownMessage) else message
+        await self.hand_over(seq_id, event)
         return None
 
-    async def _deliver(self, item: object) -> None:
+    async def resumed(self, connection: int) -> None:
+        """The resume on ``connection`` succeeded: hand over a ready held back, if owed."""
+        if self.readiness.on_resumed(connection):
+            await self.hand_over(None, ReadyForContinue())
+
+    async def hand_over(self, seq_id: int | None, event: ControlEvent) -> None:
+        """Put ``event`` in the user's channel, then commit it as seen."""
+        await self.deliver(event)
+        # Seen means handed over: nothing may await between the send and these commits.
+        self.seen(seq_id)
+        match event:
+            case Slot() | Completed():
+                self.readiness.on_slot_or_completed()
+            case ReadyForContinue() | Paused():
+                self.readiness.handed_over()
+        if isinstance(event, Completed):
+            self.completed.set()
+        self._progressed()
+
+    async def deliver(self, item: object) -> None:
+        """Put ``item`` in the user's channel (dropped if nobody reads any more)."""
         try:
-            await self._sink.send(item)
+            await self.sink.send(item)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            logger.debug("control: nobody reads events any more; dropped %r", item)
-
-
-def accept_sequenced(
-    seq: SequenceFilter, seq_id: int | None, counters: Counters, what: str
-) -> bool:
-    """Whether to handle a message with ``seq_id``.
-
-    A duplicate is counted and dropped; a jump (messages the server no longer kept) is
-    accepted and logged as a warning.
-    """
-    jumps = seq.jumps
-    if not seq.accept(seq_id):
-        counters.duplicates += 1
-        return False
-    if seq.jumps != jumps and seq.last_jump is not None:
-        expected, received = seq.last_jump
-        logger.warning(
-            "%s: seqId jumped from %d to %d; %d message(s) were not replayed",
-            what,
-            expected,
-            received,
-            received - expected,
-        )
-    return True
+            logger.debug("%s: nobody reads events any more; dropped %r", self._what, item)
 
 
 def raise_create_error(message: ServerError) -> NoReturn:
@@ -533,13 +612,13 @@ def route_event(
 ) -> ControlEvent | None:
     """The user-facing event for a server message, or ``None`` to hold it back.
 
-    Feeds the readiness tracker: a repeated ``readyForContinue`` is dropped (and
-    counted); unknown methods are counted and logged; handshake-level messages
+    Asks the readiness tracker whether a ``readyForContinue`` is owed (a repeated one is
+    dropped and counted) but records nothing: `EventGate.hand_over` does, once the event
+    was handed over. Unknown methods are counted and logged; handshake-level messages
     (``sessionCreated``, ``success``, ...) are not events.
     """
     match message:
-        case Slot() | Completed():
-            readiness.on_slot_or_completed()
+        case Slot() | Completed() | Status() | DiscoveryBatch() | ServerError():
             return message
         case ReadyForContinue():
             if readiness.on_ready(connection):
@@ -547,10 +626,7 @@ def route_event(
             counters.duplicates += 1
             return None
         case Paused():
-            readiness.on_paused()
-            return message
-        case Status() | DiscoveryBatch() | ServerError():
-            return message
+            return message if readiness.on_paused() else None
         case UnknownMessage():
             counters.unknown_messages += 1
             logger.info("control: ignored unknown method %r", message.method)

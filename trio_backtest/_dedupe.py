@@ -5,18 +5,39 @@ Pure: plain classes with no I/O; the managers feed them what arrives and act on 
 
 from __future__ import annotations
 
+import enum
 import heapq
 from collections.abc import Hashable, Iterable
-from typing import final
+from typing import Final, final
 
 import attrs
 
 __all__ = [
+    "MAX_SEQUENCE_JUMP",
     "NotificationDeduper",
     "NotificationDeduperStatistics",
+    "Offer",
     "ReadinessTracker",
     "SequenceFilter",
+    "Sequencing",
 ]
+
+
+MAX_SEQUENCE_JUMP: Final = 1_000_000
+"""How far past the high-water mark a ``seqId`` may jump (protocol.md §7); beyond it the
+message is not trusted, since accepting it would make every later message a duplicate."""
+
+
+@final
+class Sequencing(enum.Enum):
+    """What `SequenceFilter.check` makes of a ``seqId``."""
+
+    NEW = "new"
+    """Above the mark: hand the message over, then `SequenceFilter.commit` it."""
+    DUPLICATE = "duplicate"
+    """At or below the mark: already handed over; drop it."""
+    IMPLAUSIBLE = "implausible"
+    """More than `MAX_SEQUENCE_JUMP` past the mark: a protocol error; the mark stays."""
 
 
 @final
@@ -27,17 +48,24 @@ class SequenceFilter:
     below the mark is a duplicate. A ``seqId`` more than one above the mark is a jump
     (messages the server no longer kept); it is accepted and counted so it can be logged.
 
+    Seen means handed over: `check` decides and moves nothing; the mark moves in
+    `commit`, which the manager calls once the user's channel has taken the message (or
+    at once for a message that is not handed to the user). A hand-over that is cancelled
+    leaves the mark where it was, so the server replays the message after a re-attach.
+
     Attributes:
-        high_water: Highest ``seqId`` accepted so far (None: none yet); send it as
+        high_water: Highest ``seqId`` committed so far (None: none yet); send it as
             ``last_sequence`` when re-attaching.
         duplicates: Messages refused as duplicates.
-        jumps: Accepted messages whose ``seqId`` skipped at least one number.
+        implausible: Messages refused for jumping more than `MAX_SEQUENCE_JUMP`.
+        jumps: Committed messages whose ``seqId`` skipped at least one number.
         last_jump: ``(expected, received)`` of the most recent jump, for the log.
     """
 
     def __init__(self, high_water: int | None = None) -> None:
         self.high_water = high_water
         self.duplicates = 0
+        self.implausible = 0
         self.jumps = 0
         self.last_jump: tuple[int, int] | None = None
 
@@ -47,23 +75,42 @@ class SequenceFilter:
             f"jumps={self.jumps}>"
         )
 
-    def accept(self, seq_id: int | None) -> bool:
-        """Whether to deliver a message with ``seq_id``; advances the mark if so.
+    def check(self, seq_id: int | None) -> Sequencing:
+        """What to do with a message carrying ``seq_id``; counts refusals, moves no mark.
 
         None (a message of a non-resumable session, or one that is not sequenced) is
-        always accepted and leaves the mark alone.
+        always `Sequencing.NEW` and its commit leaves the mark alone.
         """
         if seq_id is None:
-            return True
-        if self.high_water is not None and seq_id <= self.high_water:
+            return Sequencing.NEW
+        mark = 0 if self.high_water is None else self.high_water  # sequences start at 1
+        if self.high_water is not None and seq_id <= mark:
             self.duplicates += 1
-            return False
+            return Sequencing.DUPLICATE
+        if seq_id - mark > MAX_SEQUENCE_JUMP:
+            self.implausible += 1
+            return Sequencing.IMPLAUSIBLE
+        return Sequencing.NEW
+
+    def commit(self, seq_id: int | None) -> None:
+        """The message with ``seq_id`` was handed over: raise the mark to it."""
+        if seq_id is None or (self.high_water is not None and seq_id <= self.high_water):
+            return
         # Sequences start at 1 (protocol.md §2), so a first seqId above 1 is a jump too.
         expected = 1 if self.high_water is None else self.high_water + 1
         if seq_id > expected:
             self.jumps += 1
             self.last_jump = (expected, seq_id)
         self.high_water = seq_id
+
+    def accept(self, seq_id: int | None) -> bool:
+        """`check` and, for a new message, `commit` at once; True if it was new.
+
+        For messages that are not handed to anyone; an implausible one is refused.
+        """
+        if self.check(seq_id) is not Sequencing.NEW:
+            return False
+        self.commit(seq_id)
         return True
 
 
@@ -75,13 +122,21 @@ class ReadinessTracker:
     in arrival order, and every ``continue``/``continueTo`` that went out. Control
     connections are numbered by the manager, increasing with each new connection.
 
+    Deciding and recording are separate steps, because seen means handed over:
+    `on_ready`, `on_paused` and `on_resumed` only decide whether a readiness event goes to
+    the user; once the user's channel has taken it, the manager calls `handed_over`.
+    Likewise `on_slot_or_completed` is called once the ``Slot``/``Completed`` was handed
+    over. A hand-over that is cancelled therefore changes nothing here, and the event,
+    replayed after a re-attach, is judged again.
+
     The rules of client.md §4 alone misjudge one case: a ready with no ``Slot`` since a
     continue that went out on an earlier connection, arriving in the *replay* of a
     re-attach, may be an old fresh ready the server sent before it ever received that
     continue (two drops close together, or a server that sends the fresh ready eagerly).
     A manager that also calls `on_attached` and `on_resumed` gets the exact answer: such
     a ready is held back until the replay is over, and delivered by `on_resumed` only if
-    no ``Slot``/``Completed`` followed it (then the continue really was lost). Without
+    no ``Slot``/``Completed`` followed it (then the continue really was lost). A ready held
+    back stays owed across connections until it is handed over or made moot. Without
     those two calls the tracker follows client.md §4 literally.
 
     Attributes:
@@ -106,7 +161,7 @@ class ReadinessTracker:
     def ready(self) -> bool:
         """Whether the user holds an unanswered ``ReadyForContinue`` or ``Paused``.
 
-        True after one was delivered and no ``continue``/``continueTo`` went out since;
+        True after one was handed over and no ``continue``/``continueTo`` went out since;
         this is what ``send_continue`` checks before sending anything.
         """
         return self._holding
@@ -124,7 +179,7 @@ class ReadinessTracker:
         self._deferred = False
 
     def on_slot_or_completed(self) -> None:
-        """A ``slotNotification`` or ``completed`` was received."""
+        """A ``slotNotification`` or ``completed`` was handed over to the user."""
         self._progress = True
         if self._deferred:
             # The continue reached the server, so the ready held back was not its answer.
@@ -139,19 +194,18 @@ class ReadinessTracker:
         """The resume on ``connection_id`` succeeded: the replay is over.
 
         Returns:
-            True to deliver a ``ReadyForContinue`` now: a ready held back during the
-            replay had no ``Slot``/``Completed`` after it, so it answers a continue lost
-            in a drop (and the server need not send another).
+            True to hand a ``ReadyForContinue`` over now (then call `handed_over`): a
+            ready held back during the replay had no ``Slot``/``Completed`` after it, so
+            it answers a continue lost in a drop (and the server need not send another).
         """
         if self._replaying_on == connection_id:
             self._replaying_on = None
         if not self._deferred:
             return False
-        self._deferred = False
         if self._holding or self._progress or self._continue_connection is None:
+            self._deferred = False
             self.dropped += 1
             return False
-        self._deliver()
         return True
 
     def on_ready(self, current_connection_id: int) -> bool:
@@ -161,7 +215,8 @@ class ReadinessTracker:
         ``Slot``/``Completed`` received since it; or, with nothing received since, when
         that ``continue`` went out on an earlier connection (lost in the drop). Dropped:
         any while the user already holds a ready, and the stale repeat a resume produces.
-        During a replay (see `on_attached`) the last case is held back instead.
+        During a replay (see `on_attached`) the last case is held back instead. After a
+        True, call `handed_over` once the user's channel took the ready.
         """
         if self._holding:
             self.dropped += 1
@@ -173,15 +228,14 @@ class ReadinessTracker:
             if self._continue_connection >= current_connection_id:
                 self.dropped += 1
                 return False
-        self._deliver()
         return True
 
     def on_paused(self) -> bool:
         """A ``paused`` arrived; it always answers a ``continueTo``, so always True."""
-        self._deliver()
         return True
 
-    def _deliver(self) -> None:
+    def handed_over(self) -> None:
+        """A ``ReadyForContinue`` or ``Paused`` was handed over: the user holds it now."""
         self._holding = True
         self._continue_connection = None
         self._deferred = False
@@ -206,40 +260,69 @@ class NotificationDeduperStatistics:
 
 
 @final
+class Offer(enum.Enum):
+    """What `NotificationDeduper.check` makes of a notification."""
+
+    NEW = "new"
+    """Not seen before: hand it over, then `NotificationDeduper.commit` it."""
+    DUPLICATE = "duplicate"
+    """Already handed over (a replay, or another address of the same call): drop it."""
+    IMPLAUSIBLE = "implausible"
+    """Its slot lies outside the session's range: a protocol error; nothing moves."""
+
+
+@final
 class NotificationDeduper:
     """Makes one ``subscribe_*`` call's notifications arrive exactly once (client.md §5).
 
-    Each subscription (one per address) has a cursor: the highest slot it has received a
-    notification for, delivered or not. On reconnect it is re-subscribed with
-    ``replayFromSlot = cursor`` (inclusive, because the drop may have split that slot),
-    so everything it can ever repeat has a slot >= its own cursor. Keys are therefore kept
-    only for slots >= the lowest cursor of the call, which bounds memory to the replay
-    span. While any subscription has no cursor (it saw nothing and no ``start_slot`` was
-    given) nothing can be forgotten, so pass ``start_slot`` (or call `advance`) to bound
-    memory from the start.
+    Each subscription (one per address) has a cursor: the highest slot up to which it has
+    handed everything over (a notification of its own, a duplicate of one handed over
+    before, or a `StreamGap` for what the server could no longer replay). On reconnect it
+    is re-subscribed with ``replayFromSlot = cursor`` (inclusive, because the drop may
+    have split that slot), so everything it can ever repeat has a slot >= its own cursor.
+    Keys are therefore kept only for slots >= the lowest cursor of the call, which bounds
+    memory to the replay span. While any subscription has no cursor (it saw nothing and
+    no ``start_slot`` was given) nothing can be forgotten, so pass ``start_slot`` (or call
+    `advance`) to bound memory from the start.
+
+    Seen means handed over: `check` and `gap` decide and move nothing for what is to be
+    handed over; `commit` and `commit_gap` record it once the user's channel took it. A
+    hand-over that is cancelled leaves the cursor where it was, so the next connection's
+    replay brings the notification (or the loss) again.
 
     Notifications within one subscription must be offered in arrival order; the
     subscriptions may interleave arbitrarily (one replaying while another is live).
     """
 
-    def __init__(self, subscriptions: Iterable[Hashable], *, start_slot: int | None = None) -> None:
+    def __init__(
+        self,
+        subscriptions: Iterable[Hashable],
+        *,
+        start_slot: int | None = None,
+        end_slot: int | None = None,
+    ) -> None:
         """Track ``subscriptions`` (duplicates ignored), each starting at ``start_slot``.
 
         Args:
             subscriptions: The call's subscription identities, e.g. its addresses.
             start_slot: The slot from which every subscription is complete when nothing
                 has been received yet (e.g. the session's start slot); None if unknown.
+                No notification can come from an earlier slot.
+            end_slot: The session's last slot, if known; no notification can come from a
+                later one.
         """
         self._cursors: dict[Hashable, int | None] = dict.fromkeys(subscriptions, start_slot)
         if not self._cursors:
             raise ValueError("a NotificationDeduper needs at least one subscription")
         self._start_slot = start_slot
+        self._end_slot = end_slot
         self._slot_of: dict[Hashable, int] = {}
         self._keys_at: dict[int, list[Hashable]] = {}
         self._slot_heap: list[int] = []
         self._floor: int | None = start_slot
         self.delivered = 0
         self.duplicates = 0
+        self.implausible = 0
         self.gaps = 0
 
     def __repr__(self) -> str:
@@ -276,22 +359,42 @@ class NotificationDeduper:
         """The ``replayFromSlot`` (inclusive) for re-subscribing; None if nothing is known."""
         return self._cursors[self._known(subscription)]
 
-    def offer(self, subscription: Hashable, slot: int, key: Hashable) -> bool:
-        """Register a notification received on ``subscription``; True if it is new.
+    def in_range(self, slot: int) -> bool:
+        """Whether ``slot`` lies within the session's range (as far as it is known)."""
+        return (self._start_slot is None or slot >= self._start_slot) and (
+            self._end_slot is None or slot <= self._end_slot
+        )
 
-        The subscription's cursor moves to ``slot`` either way. ``key`` identifies the
-        notification across subscriptions: a signature, or ``(signature, account)``.
+    def check(self, subscription: Hashable, slot: int, key: Hashable) -> Offer:
+        """Judge a notification received on ``subscription``; moves nothing for a new one.
+
+        A duplicate moves the subscription's cursor to ``slot`` at once (nothing is handed
+        over for it). ``key`` identifies the notification across subscriptions: a
+        signature, or ``(signature, account)``.
         """
         subscription = self._known(subscription)
+        if not self.in_range(slot):
+            self.implausible += 1
+            return Offer.IMPLAUSIBLE
         if key in self._slot_of:
             self.duplicates += 1
-            new = False
-        else:
-            self._remember(key, slot)
-            self.delivered += 1
-            new = True
+            self._move_cursor(subscription, slot)
+            return Offer.DUPLICATE
+        return Offer.NEW
+
+    def commit(self, subscription: Hashable, slot: int, key: Hashable) -> None:
+        """The new notification ``key`` of ``subscription`` was handed over."""
+        subscription = self._known(subscription)
+        self._remember(key, slot)
+        self.delivered += 1
         self._move_cursor(subscription, slot)
-        return new
+
+    def offer(self, subscription: Hashable, slot: int, key: Hashable) -> bool:
+        """`check` and, for a new notification, `commit` at once; True if it was new."""
+        if self.check(subscription, slot, key) is not Offer.NEW:
+            return False
+        self.commit(subscription, slot, key)
+        return True
 
     def advance(self, subscription: Hashable, slot: int) -> None:
         """Declare ``subscription`` complete up to ``slot`` without a notification.
@@ -301,17 +404,18 @@ class NotificationDeduper:
         """
         self._move_cursor(self._known(subscription), slot)
 
-    def gap(self, subscription: Hashable, oldest_slot: int) -> tuple[int, int] | None:
-        """The server can replay ``subscription`` only from ``oldest_slot`` on.
+    def gap(self, subscription: Hashable, replay_from: int) -> tuple[int, int] | None:
+        """What is lost if ``subscription``'s replay starts at ``replay_from``.
 
-        Moves the cursor to ``oldest_slot`` (re-subscribe from there) and returns the
-        inclusive ``(from_slot, to_slot)`` whose notifications may be lost, or None when
-        the cursor is already at or past ``oldest_slot``. ``from_slot`` is the cursor
-        itself, since the drop may have cut that slot short.
+        The inclusive ``(from_slot, to_slot)`` whose notifications may be lost, or None
+        when the cursor is already at or past ``replay_from``. ``from_slot`` is the
+        cursor itself, since the drop may have cut that slot short. Moves nothing: call
+        `commit_gap` once the `StreamGap` was handed over.
 
         Raises:
-            ValueError: The subscription has no cursor and no ``start_slot`` was given,
-                so the start of the loss is unknown.
+            ValueError: The subscription has no cursor and the deduper no ``start_slot``,
+                so the start of the loss is unknown; or ``replay_from`` lies beyond the
+                session's end slot.
         """
         subscription = self._known(subscription)
         start = self._cursors[subscription]
@@ -320,11 +424,19 @@ class NotificationDeduper:
                 f"subscription {subscription!r} has no cursor and the deduper no start_slot; "
                 "the start of the gap is unknown"
             )
-        if oldest_slot <= start:
+        if self._end_slot is not None and replay_from > self._end_slot:
+            raise ValueError(
+                f"a replay from slot {replay_from} lies beyond the session's end slot "
+                f"{self._end_slot}"
+            )
+        if replay_from <= start:
             return None
-        self._move_cursor(subscription, oldest_slot)
+        return (start, replay_from - 1)
+
+    def commit_gap(self, subscription: Hashable, gap: tuple[int, int]) -> None:
+        """The `StreamGap` for ``gap`` (from `gap`) was handed over: move past it."""
+        self._move_cursor(self._known(subscription), gap[1] + 1)
         self.gaps += 1
-        return (start, oldest_slot - 1)
 
     def _known(self, subscription: Hashable) -> Hashable:
         if subscription not in self._cursors:

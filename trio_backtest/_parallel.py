@@ -20,13 +20,11 @@ from ._config import ClientConfig
 from ._control import (
     ContinueRequest,
     ControlManager,
-    accept_sequenced,
+    EventGate,
     raise_attach_error,
     raise_create_error,
-    route_event,
 )
 from ._coordinator import CoordinatorStatistics, ReconnectCoordinator
-from ._dedupe import ReadinessTracker, SequenceFilter
 from ._errors import ControlClosedError, SessionCreateError
 from ._events import ManagedEvent, SessionInfo
 from ._plumbing import Counters, unwrap_single
@@ -45,14 +43,12 @@ from ._transport import (
 from .protocol import (
     AttachParallelControlSessionV2,
     CloseSessionV1,
-    Completed,
     Continue,
     ContinueSessionV1,
     ContinueToSessionV1,
     CreateBacktestSession,
     CreateSessionParams,
     ParallelSessionAttachedV2,
-    ReadyForContinue,
     Sequenced,
     ServerError,
     SessionCreated,
@@ -86,11 +82,13 @@ class _SubControl:
         self.range: tuple[int, int] | None = None
         """The server's ``(start, end)`` for this sub-session; ``None`` from a server that
         sends no slot lists (``create_params`` then keeps the batch's bounds)."""
-        self.seq = SequenceFilter()
-        self.readiness = ReadinessTracker()
         self.own = Counters()
         self.sink, self.source = trio.open_memory_channel[Any](config.event_buffer)
         self.completed = trio.Event()
+        self.gate = EventGate(
+            self.sink, self.own, self.completed, f"sub-session {session_id[:6]}", batch.progressed
+        )
+        """This sub-session's events on their way to its user (seqId mark, readiness)."""
         self.closed = trio.Event()
         """Set when the server acknowledged ``closeSessionV1``."""
         self.session: ParallelSubSession | None = None
@@ -116,13 +114,7 @@ class _SubControl:
             wrapped = ContinueSessionV1(self.session_id, request.params)
         else:
             wrapped = ContinueToSessionV1(self.session_id, request.slot, request.batch_index)
-        await self._batch.enqueue(encode_control(wrapped), self.readiness.on_continue_sent)
-
-    async def deliver(self, item: object) -> None:
-        try:
-            await self.sink.send(item)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            logger.debug("sub-session %s: nobody reads any more", self.session_id[:6])
+        await self._batch.enqueue(encode_control(wrapped), self.gate.readiness.on_continue_sent)
 
 
 @final
@@ -142,6 +134,10 @@ class _BatchControl(ControlManager):
 
     async def enqueue(self, text: str, on_sent: Any) -> None:
         await self._enqueue((text, on_sent))
+
+    def progressed(self) -> None:
+        """A sub-session's user got something new over the shared connection."""
+        self._progressed()
 
     def open_subs(self) -> list[_SubControl]:
         return [sub for sub in self.subs.values() if not sub.closed.is_set()]
@@ -193,9 +189,9 @@ class _BatchControl(ControlManager):
     async def _attach(self, link: Link) -> None:
         assert self.control_session_id is not None
         cursors = {
-            sid: sub.seq.high_water
+            sid: sub.gate.seq.high_water
             for sid, sub in self.subs.items()
-            if sub.seq.high_water is not None
+            if sub.gate.seq.high_water is not None
         }
         attach = AttachParallelControlSessionV2(self.control_session_id, cursors)
         await link.send(encode_control(attach))
@@ -208,16 +204,15 @@ class _BatchControl(ControlManager):
 
     def _on_attached(self, link: Link) -> None:
         for sub in self.subs.values():
-            sub.readiness.on_attached(link.number)
+            sub.gate.readiness.on_attached(link.number)
 
     async def _on_resumed(self, link: Link) -> None:
         for sub in self.open_subs():
-            if sub.readiness.on_resumed(link.number):
-                await sub.deliver(ReadyForContinue())
+            await sub.gate.resumed(link.number)
 
     async def _broadcast(self, item: object) -> None:
         for sub in self.open_subs():
-            await sub.deliver(item)
+            await sub.gate.deliver(item)
 
     def _finished(self) -> bool:
         return bool(self.subs) and not self.open_subs()
@@ -235,19 +230,14 @@ class _BatchControl(ControlManager):
             self.counters.unknown_messages += 1
             logger.info("parallel batch: event for an unknown sub-session")
             return None
-        where = f"sub-session {sub.session_id[:6]}"
-        if not accept_sequenced(sub.seq, message.seq_id, sub.own, where):
+        if not sub.gate.admit(message.seq_id):
             return None
         event = message.event
         if isinstance(event, Success):
+            sub.gate.seen(message.seq_id)
             sub.closed.set()
             return None
-        routed = route_event(event, sub.readiness, link.number, sub.own)
-        if routed is None:
-            return None
-        if isinstance(routed, Completed):
-            sub.completed.set()
-        await sub.deliver(routed)
+        await sub.gate.pass_on(message.seq_id, event, link.number)
         return None
 
 

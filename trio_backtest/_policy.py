@@ -340,16 +340,19 @@ class FailureWindow:
     """The failure-window bookkeeping a manager owns; it asks `ReconnectPolicy` to decide.
 
     Time comes in as ``now`` arguments (e.g. ``trio.current_time()``), never read from a
-    clock. Call `connected` when a connection is ``Up``; `dropped` when an ``Up``
-    connection is lost; `attempt_failed` when a (re)connect attempt fails before ``Up``
-    (including the very first connect); `add_parked` with the seconds an attempt waited
-    at the coordinator.
+    clock. Call `connected` when a connection is ``Up``; `progressed` whenever that
+    connection hands the user something new; `dropped` when an ``Up`` connection is lost;
+    `attempt_failed` when a (re)connect attempt fails before ``Up`` (including the very
+    first connect); `add_parked` with the seconds an attempt waited at the coordinator.
 
     A window opens at the first failure ever, and again at a drop of a connection that
-    stayed ``Up`` for at least ``reconnect_uptime_reset``; opening one resets the attempt
-    count and the parked time. A drop after a shorter uptime continues the current window,
-    so a flapping connection exhausts its budget. Once a `GiveUp` was returned, every
-    later failure returns that same `GiveUp`.
+    stayed ``Up`` for at least ``reconnect_uptime_reset`` or that made progress (client.md
+    §3, revised); opening one resets the attempt count and the parked time, so that drop
+    is attempt 1 again. A drop of a connection that was up briefly and brought nothing new
+    continues the current window, so a server that accepts and drops at once meets the
+    full backoff and exhausts the budget, while a flaky link that moves the session
+    forward each time never does. Once a `GiveUp` was returned, every later failure
+    returns that same `GiveUp`.
     """
 
     def __init__(self, policy: ReconnectPolicy, rng: random.Random) -> None:
@@ -359,6 +362,7 @@ class FailureWindow:
         self._window_started: float | None = None
         self._parked = 0.0
         self._up_since: float | None = None
+        self._progress = False
         self._gave_up: GiveUp | None = None
 
     def __repr__(self) -> str:
@@ -403,14 +407,40 @@ class FailureWindow:
         if self._gave_up is not None:
             raise RuntimeError("connected() after the failure window gave up")
         self._up_since = now
+        self._progress = False
+
+    def progressed(self) -> None:
+        """The ``Up`` connection handed the user something new (ignored when not ``Up``).
+
+        Something new: a control event above the high-water mark, a notification not
+        seen before. The connection's drop will open a new failure window.
+        """
+        if self._up_since is not None:
+            self._progress = True
+
+    def ended_cleanly(self) -> None:
+        """The server ended the ``Up`` connection on purpose; it was no failure of the link.
+
+        Like progress, its drop opens a new failure window. For a manager that paces its
+        reconnects after such an end (the data plane waits ``drain_timeout`` for
+        ``Completed`` after a close 1000), so it is no storm.
+        """
+        self.progressed()
+
+    @property
+    def made_progress(self) -> bool:
+        """Whether the ``Up`` connection has handed the user something new."""
+        return self._up_since is not None and self._progress
 
     def dropped(self, now: float, cause: DisconnectCause) -> Retry | GiveUp:
         """Record that the ``Up`` connection was lost at ``now``; decide the next attempt.
 
-        If no connection is ``Up`` this is the same as `attempt_failed`.
+        If no connection is ``Up`` this is the same as `attempt_failed`. A connection that
+        made progress, or stayed up for ``reconnect_uptime_reset``, ends the window: the
+        next attempt is attempt 1 of a new one.
         """
-        if self._up_since is not None and now - self._up_since >= (
-            self._policy.config.reconnect_uptime_reset
+        if self._up_since is not None and (
+            self._progress or now - self._up_since >= self._policy.config.reconnect_uptime_reset
         ):
             self._open_window(now)
         return self._failed(now, cause)
@@ -433,6 +463,7 @@ class FailureWindow:
 
     def _failed(self, now: float, cause: DisconnectCause) -> Retry | GiveUp:
         self._up_since = None
+        self._progress = False
         if self._gave_up is not None:
             return self._gave_up
         if self._window_started is None:

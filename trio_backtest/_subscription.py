@@ -12,7 +12,7 @@ from typing import Any, Literal, Protocol, final
 import trio
 
 from ._config import ClientConfig
-from ._dedupe import NotificationDeduper
+from ._dedupe import NotificationDeduper, Offer
 from ._errors import SubscriptionFailedError
 from ._events import AccountDiff, StreamGap, Transaction
 from ._plumbing import Counters, Drained, Ended, unwrap_single
@@ -134,19 +134,25 @@ class SubscriptionHandle:
         self._connector = connector
         self._sink = sink
         self._completed = completed
-        self._quiet: trio.CancelScope | None = None
+        self._reading: trio.CancelScope | None = None
         self._end_slot = end_slot
         self._start_slot = start_slot
         self._coordinator = coordinator
         self._compression = compression
         self._rng = config.rng if config.rng is not None else random.Random()
-        self._dedupe = NotificationDeduper(self._addresses, start_slot=start_slot)
+        self._policy = ReconnectPolicy(config)
+        self._window = FailureWindow(self._policy, self._rng)
+        self._dedupe = NotificationDeduper(
+            self._addresses, start_slot=start_slot, end_slot=end_slot
+        )
+        # The oldest slot the server last offered each address it refused to replay: the
+        # loss known so far, reported as one StreamGap when the subscription is back.
+        self._refused: dict[str, int] = {}
         self._scope = trio.CancelScope()
         self._done = trio.Event()
         self._link: Link | None = None
         self._started = False
         self._finished = False
-        self._drain_expired = False
         self.name = name
         """A short label for logs and statistics, e.g. ``transactions[0]``."""
         self.notifications = notifications
@@ -197,8 +203,7 @@ class SubscriptionHandle:
     async def _loop(
         self, io: trio.Nursery, task_status: trio.TaskStatus[SubscriptionHandle]
     ) -> None:
-        policy = ReconnectPolicy(self._config)
-        window = FailureWindow(policy, self._rng)
+        policy, window = self._policy, self._window
         number = 0
         gated = False
         while True:
@@ -224,6 +229,7 @@ class SubscriptionHandle:
                 self.status.set(Failed(str(error)))
                 if not self._started:
                     raise error
+                await self._report_refused_gaps()
                 await self._deliver(Ended(self.name, error))
                 return
             self.counters.reconnects += 1
@@ -265,6 +271,14 @@ class SubscriptionHandle:
             cause.kind is CauseKind.CLOSED and cause.code in _GONE_CODES
         )
 
+    async def _report_refused_gaps(self) -> None:
+        """Giving up: report what the server said it could no longer replay."""
+        for address, oldest in self._refused.items():
+            gap = self._dedupe.gap(address, oldest)
+            if gap is not None:
+                self.counters.gaps += 1
+                await self._deliver(StreamGap(address, gap[0], gap[1]))
+
     async def _report_tail_gap(self, cause: DisconnectCause) -> None:
         logger.warning("subscription %s could not recover its tail (%s)", self.name, cause)
         if self._end_slot is not None:
@@ -281,28 +295,52 @@ class SubscriptionHandle:
             self._finished = True
             await self._deliver(Drained(self.name))
 
-    async def _drain_deadline(self, link: Link, connection: trio.CancelScope) -> None:
-        """After ``Completed``, take the stream as complete once it has been quiet for
-        ``drain_timeout`` (a server that never closes the socket) and the peer still
-        answers a ping.
+    async def _wake_on_completion(self) -> None:
+        """Once ``Completed`` arrives, interrupt a wait for a frame so the drain's bound applies.
 
-        Quiet means no frame on this connection: a replay that is still arriving, however
-        slowly, is never cut short. A peer that no longer answers is a dead connection,
-        not a finished stream: it is reconnected and replayed like any other drop.
+        Only a wait for a frame is ever interrupted, never a hand-over: nothing is lost.
         """
         await self._completed.wait()
-        with trio.CancelScope(deadline=trio.current_time() + self._config.drain_timeout) as quiet:
-            self._quiet = quiet  # each frame received pushes the deadline back
-            try:
-                await trio.sleep_forever()
-            finally:
-                self._quiet = None
-        if not quiet.cancelled_caught:
-            return  # pragma: no cover - sleep_forever only ends by the deadline
-        await link.probe(self._config.drain_timeout)
-        logger.info("subscription %s: drain timeout; the stream is taken as complete", self.name)
-        self._drain_expired = True
-        connection.cancel()
+        if self._reading is not None:
+            self._reading.cancel()
+
+    async def _next_frame(self, wire: _Wire) -> str | bytes | None:
+        """The next frame; ``None`` once the stream is over after ``Completed``.
+
+        Over means quiet for ``drain_timeout`` — counted only while waiting for a frame,
+        never while the user is slow to take one — and the peer still answers a ping. A
+        replay that is still arriving, however slowly, is never cut short; a peer that no
+        longer answers is a dead connection (`Dead`), reconnected and replayed.
+        """
+        while not self._completed.is_set():
+            with trio.CancelScope() as reading:
+                self._reading = reading
+                try:
+                    return await wire.receive()
+                finally:
+                    self._reading = None
+        with trio.move_on_after(self._config.drain_timeout):
+            return await wire.receive()
+        return await self._frame_or_probe(wire)
+
+    async def _frame_or_probe(self, wire: _Wire) -> str | bytes | None:
+        """Quiet after ``Completed``: a frame that still comes, or ``None`` once a ping is
+        answered (frames sent before the pong arrive before it, so none is left behind)."""
+        frames: list[str | bytes] = []
+        with one_death():
+            async with trio.open_nursery() as nursery:
+
+                async def listen() -> None:
+                    frames.append(await wire.receive())
+                    nursery.cancel_scope.cancel()
+
+                async def probe() -> None:
+                    await wire.link.probe(self._config.drain_timeout)
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(listen)
+                nursery.start_soon(probe)
+        return frames[0] if frames else None
 
     async def _connection(
         self,
@@ -334,11 +372,9 @@ class SubscriptionHandle:
                     if not self._started:
                         self._started = True
                         task_status.started(self)
-                    nursery.start_soon(self._drain_deadline, link, nursery.cancel_scope)
+                    nursery.start_soon(self._wake_on_completion)
                     await self._stream(state)
                     nursery.cancel_scope.cancel()
-            if self._drain_expired:
-                await self._finish()
         except Dead:
             self._link = None
             await discard(ws)
@@ -372,16 +408,14 @@ class SubscriptionHandle:
                 replay_from_slot=replay_from,
                 compression=self._compression,
             )
-        wire.pending[request_id] = address
+        wire.pending[request_id] = (address, replay_from)
         await wire.link.send(encode_rpc(request))
 
     async def _stream(self, wire: _Wire) -> None:
-        """Deliver notifications until the server ends the stream after ``Completed``."""
+        """Deliver notifications until the stream is over after ``Completed``."""
         while True:
             try:
-                raw = await wire.receive()
-                if self._quiet is not None:
-                    self._quiet.deadline = trio.current_time() + self._config.drain_timeout
+                raw = await self._next_frame(wire)
             except Dead as exc:
                 if exc.cause.kind is CauseKind.CLOSED and exc.cause.code == 1000:
                     # The server closes with 1000 once it flushed a completed session.
@@ -390,7 +424,15 @@ class SubscriptionHandle:
                     if self._completed.is_set():
                         await self._finish()
                         return
+                    # Not yet (the control connection may be slow to say so): reconnect
+                    # and replay, in case the close meant something else. The server
+                    # ended the stream on purpose, so the budget is not spent on it.
+                    self._window.ended_cleanly()
                 raise
+            if raw is None:
+                logger.info("subscription %s: drain timeout; the stream is complete", self.name)
+                await self._finish()
+                return
             await self._handle(wire, raw, handshake=False)
 
     async def _handle(self, wire: _Wire, raw: str | bytes, *, handshake: bool) -> None:
@@ -408,10 +450,12 @@ class SubscriptionHandle:
             case AccountDiffNotification(subscription=sid, result=payload):
                 await self._offer(wire, sid, AccountDiff.from_payload(payload))
             case RpcResult(id=rid, result=sid) if rid in wire.pending and type(sid) is int:
-                wire.active[sid] = wire.pending.pop(rid)
+                address, replay_from = wire.pending.pop(rid)
+                wire.active[sid] = address
+                await self._subscribed(address, replay_from)
             case RpcError(id=rid) if rid in wire.pending:
-                address = wire.pending.pop(rid)
-                await self._subscribe_failed(wire, address, message)
+                address, replay_from = wire.pending.pop(rid)
+                await self._subscribe_failed(wire, address, replay_from, message)
             case UnknownMessage():
                 self.counters.unknown_messages += 1
                 logger.info("subscription %s: ignored unknown method %r", self.name, message.method)
@@ -425,30 +469,79 @@ class SubscriptionHandle:
             self.counters.unknown_messages += 1
             logger.info("subscription %s: notification for unknown id %d", self.name, sid)
             return
-        if self._dedupe.offer(address, event.slot, event.key):
-            await self._deliver(event)
-        else:
-            self.counters.duplicates += 1
-
-    async def _subscribe_failed(self, wire: _Wire, address: str, error: RpcError) -> None:
-        oldest = error.oldest_slot
-        if error.code == REPLAY_WINDOW_EXCEEDED and oldest is not None:
-            gap = self._dedupe.gap(address, oldest)
-            if gap is not None:
-                self.counters.gaps += 1
+        match self._dedupe.check(address, event.slot, event.key):
+            case Offer.NEW:
+                await self._deliver(event)
+                # Seen means handed over: nothing may await between the send and the commit.
+                self._dedupe.commit(address, event.slot, event.key)
+                self._window.progressed()
+            case Offer.DUPLICATE:
+                self.counters.duplicates += 1
+            case Offer.IMPLAUSIBLE:
+                self.counters.protocol_errors += 1
                 logger.warning(
-                    "subscription %s: slots %d..%d of %s are beyond the replay window",
+                    "subscription %s: dropped a notification of slot %d, outside the session",
                     self.name,
-                    gap[0],
-                    gap[1],
-                    address,
+                    event.slot,
                 )
-                await self._deliver(StreamGap(address, gap[0], gap[1]))
-            await self._send_subscribe(wire, address, oldest)
+
+    async def _subscribed(self, address: str, replay_from: int | None) -> None:
+        """``address`` is subscribed again from ``replay_from``: report what it skips.
+
+        One continuous loss is one `StreamGap`, however many refusals it took to get
+        here, and it is reported only now that the subscription is back.
+        """
+        self._refused.pop(address, None)
+        if replay_from is None:
             return
-        raise Dead(
-            DisconnectCause.subscribe_rejected(error.code, f"{address[:12]}: {error.message}")
+        gap = self._dedupe.gap(address, replay_from)
+        if gap is None:
+            return
+        logger.warning(
+            "subscription %s: slots %d..%d of %s are beyond the replay window",
+            self.name,
+            gap[0],
+            gap[1],
+            address,
         )
+        await self._deliver(StreamGap(address, gap[0], gap[1]))
+        # Seen means handed over: the cursor moves past the gap only now.
+        self._dedupe.commit_gap(address, gap)
+        self.counters.gaps += 1
+
+    async def _subscribe_failed(
+        self, wire: _Wire, address: str, replay_from: int | None, error: RpcError
+    ) -> None:
+        oldest = error.oldest_slot
+        if error.code != REPLAY_WINDOW_EXCEEDED or oldest is None:
+            raise Dead(
+                DisconnectCause.subscribe_rejected(error.code, f"{address[:12]}: {error.message}")
+            )
+        # protocol.md §7: a refusal must offer a later start than the one asked for, and
+        # one within the session; anything else breaks the protocol (not a gap).
+        problem = None
+        if replay_from is None:
+            problem = "a refusal of a subscribe that asked for no replay"
+        elif oldest <= replay_from:
+            problem = f"oldestSlot {oldest} is not after the replayFromSlot {replay_from} refused"
+        else:
+            try:
+                self._dedupe.gap(address, oldest)
+            except ValueError as exc:
+                problem = str(exc)
+        if problem is not None:
+            self.counters.protocol_errors += 1
+            logger.warning("subscription %s: implausible -32010: %s", self.name, problem)
+            raise Dead(DisconnectCause.protocol(f"replay window error: {problem}"))
+        self._refused[address] = oldest
+        if address in wire.refused:
+            # The window moved on while we asked again (the session keeps executing):
+            # back off through the reconnect policy rather than chase it in a tight loop.
+            raise Dead(
+                DisconnectCause.subscribe_rejected(error.code, f"{address[:12]}: {error.message}")
+            )
+        wire.refused.add(address)
+        await self._send_subscribe(wire, address, oldest)
 
     async def _deliver(self, item: object) -> None:
         try:
@@ -476,8 +569,11 @@ class _Wire:
         self.link = link
         self.decompressor = decompressor
         self.ids = itertools.count(1)
-        self.pending: dict[int | str | None, str] = {}
+        self.pending: dict[int | str | None, tuple[str, int | None]] = {}
+        """Subscribe requests awaiting their answer: ``(address, replayFromSlot)`` by id."""
         self.active: dict[int, str] = {}
+        self.refused: set[str] = set()
+        """Addresses refused for the replay window on this connection."""
 
     async def receive(self) -> str | bytes:
         raw = await self.link.receive()

@@ -10,10 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trio_backtest._dedupe import (
+    MAX_SEQUENCE_JUMP,
     NotificationDeduper,
     NotificationDeduperStatistics,
+    Offer,
     ReadinessTracker,
     SequenceFilter,
+    Sequencing,
 )
 
 # SequenceFilter ------------------------------------------------------------------------
@@ -68,6 +71,36 @@ def test_sequence_filter_accepts_a_strictly_increasing_subsequence(seqs: list[in
     assert f.duplicates == len(seqs) - len(accepted)
 
 
+def test_sequence_filter_moves_the_mark_only_on_commit() -> None:
+    f = SequenceFilter(high_water=4)
+    assert f.check(5) is Sequencing.NEW
+    assert f.high_water == 4  # decided, not yet handed over
+    # The hand-over was cancelled: the same message comes again in the replay.
+    assert f.check(5) is Sequencing.NEW
+    f.commit(5)
+    assert f.high_water == 5
+    assert f.check(5) is Sequencing.DUPLICATE
+    assert (f.duplicates, f.jumps) == (1, 0)
+    f.commit(3)  # never moves back
+    assert f.high_water == 5
+
+
+def test_sequence_filter_refuses_a_jump_beyond_a_million() -> None:
+    # protocol.md §7: more than 1,000,000 past the mark is not trusted; the mark stays.
+    assert MAX_SEQUENCE_JUMP == 1_000_000
+    f = SequenceFilter(high_water=10)
+    assert f.check(1_000_011) is Sequencing.IMPLAUSIBLE
+    assert not f.accept(1_000_011)
+    assert f.high_water == 10
+    assert f.implausible == 2
+    assert f.check(1_000_010) is Sequencing.NEW  # exactly a million past the mark
+    # Before any message the mark counts as 0 (sequences start at 1).
+    fresh = SequenceFilter()
+    assert fresh.check(1_000_000) is Sequencing.NEW
+    assert fresh.check(1_000_001) is Sequencing.IMPLAUSIBLE
+    assert fresh.high_water is None
+
+
 # ReadinessTracker ----------------------------------------------------------------------
 
 
@@ -75,6 +108,8 @@ def test_first_ready_is_delivered_and_repeats_are_dropped() -> None:
     t = ReadinessTracker()
     assert not t.ready
     assert t.on_ready(1)
+    assert not t.ready  # decided; the user holds it once it was handed over
+    t.handed_over()
     assert t.ready
     assert not t.on_ready(1)
     assert not t.on_ready(2)
@@ -90,13 +125,46 @@ def test_ready_after_slot_answers_the_continue() -> None:
     assert t.awaiting_answer
     t.on_slot_or_completed()
     assert t.on_ready(1)
+    t.handed_over()
     assert t.ready
     assert not t.awaiting_answer
 
 
+def test_a_ready_whose_hand_over_was_cancelled_is_judged_again() -> None:
+    t = ReadinessTracker()
+    t.handed_over()
+    t.on_continue_sent(1)
+    t.on_slot_or_completed()
+    assert t.on_ready(1)
+    # Cancelled before the user's channel took it: nothing recorded, so its replay on
+    # the next connection is judged again — still the answer, after the Slot.
+    assert not t.ready
+    t.on_attached(2)
+    assert t.on_ready(2)
+    t.handed_over()
+    assert t.ready
+    assert t.dropped == 0
+
+
+def test_a_ready_owed_at_a_resume_stays_owed_until_handed_over() -> None:
+    t = ReadinessTracker()
+    t.handed_over()
+    t.on_continue_sent(1)
+    t.on_attached(2)
+    assert not t.on_ready(2)  # held back during the replay
+    assert t.on_resumed(2)  # owed: hand it over ...
+    # ... but the hand-over is cancelled: the next resume still owes it.
+    t.on_attached(3)
+    assert t.on_resumed(3)
+    t.handed_over()
+    assert t.ready
+    assert not t.on_ready(3)  # the server's fresh ready is now a duplicate
+    assert t.dropped == 1
+
+
 def test_ready_without_progress_on_same_connection_is_stale() -> None:
     t = ReadinessTracker()
-    t.on_ready(2)
+    t.handed_over()
     t.on_continue_sent(2)
     # e.g. the fresh ready a resume sent just before the continue went out.
     assert not t.on_ready(2)
@@ -107,16 +175,17 @@ def test_ready_without_progress_on_same_connection_is_stale() -> None:
 
 def test_continue_lost_in_a_drop_is_answered_by_the_fresh_ready() -> None:
     t = ReadinessTracker()
-    t.on_ready(1)
+    t.handed_over()
     t.on_continue_sent(1)
     assert t.on_ready(2)
+    t.handed_over()
     assert t.ready
 
 
 def test_progress_from_before_the_continue_does_not_count() -> None:
     t = ReadinessTracker()
     t.on_slot_or_completed()
-    t.on_ready(1)
+    t.handed_over()
     t.on_slot_or_completed()
     t.on_continue_sent(1)
     assert not t.on_ready(1)
@@ -124,7 +193,7 @@ def test_progress_from_before_the_continue_does_not_count() -> None:
 
 def test_completed_counts_as_progress() -> None:
     t = ReadinessTracker()
-    t.on_ready(1)
+    t.handed_over()
     t.on_continue_sent(1)
     t.on_slot_or_completed()
     assert t.on_ready(1)
@@ -132,14 +201,16 @@ def test_completed_counts_as_progress() -> None:
 
 def test_paused_is_always_delivered() -> None:
     t = ReadinessTracker()
-    t.on_ready(1)
+    t.handed_over()
     t.on_continue_sent(1)
     assert t.on_paused()
+    t.handed_over()
     assert t.ready
     assert not t.on_ready(1)
     # A continue from Paused, lost in a drop, is answered by the next fresh ready.
     t.on_continue_sent(1)
     assert t.on_ready(2)
+    t.handed_over()
     assert t.on_paused()
 
 
@@ -156,9 +227,11 @@ def test_replay_hooks_hold_back_a_stale_fresh_ready() -> None:
     # Connection 3 replays F, then Completed.
     literal = ReadinessTracker()
     assert literal.on_ready(1)
+    literal.handed_over()
     literal.on_continue_sent(2)
     hooked = ReadinessTracker()
     assert hooked.on_ready(1)
+    hooked.handed_over()
     hooked.on_attached(2)
     assert not hooked.on_resumed(2)
     hooked.on_continue_sent(2)
@@ -178,11 +251,13 @@ def test_replay_hooks_deliver_a_held_back_ready_at_resume() -> None:
     # with connection 3; connection 4 replays it and the server sends no other.
     t = ReadinessTracker()
     assert t.on_ready(1)
+    t.handed_over()
     t.on_continue_sent(2)
     t.on_attached(4)
     assert not t.on_ready(4)
     assert not t.ready
     assert t.on_resumed(4)
+    t.handed_over()
     assert t.ready
     # An eager server's extra fresh ready after the resume is a duplicate.
     assert not t.on_ready(4)
@@ -191,11 +266,12 @@ def test_replay_hooks_deliver_a_held_back_ready_at_resume() -> None:
 
 def test_replay_hooks_deliver_answers_during_replay() -> None:
     t = ReadinessTracker()
-    t.on_ready(1)
+    t.handed_over()
     t.on_continue_sent(1)
     t.on_attached(2)
     t.on_slot_or_completed()
     assert t.on_ready(2)
+    t.handed_over()
     assert not t.on_resumed(2)
     assert t.ready
 
@@ -267,26 +343,45 @@ class ControlSim:
             self.emit(f"slot:{self.position}")
         self.emit("ready")
 
-    def client_receive(self) -> None:
+    def client_receive(self, cut: bool = False) -> bool:
+        """Take the next message; with ``cut``, a hand-over to the user is cancelled.
+
+        Returns whether a hand-over was cut off (the connection then dies, as when a
+        sibling task's failure cancels the reader). Seen means handed over: a cut-off
+        event records nothing.
+        """
         seq, kind = self.to_client.popleft()
         if kind == "resumed":
             self.up = True
             if self.hooks and self.tracker.on_resumed(self.connection):
+                if cut:
+                    return True
                 self.seen.append("ready")
-            return
-        if not self.filt.accept(seq):
-            return
+                self.tracker.handed_over()
+            return False
+        if self.filt.check(seq) is not Sequencing.NEW:
+            return False
+        if kind == "ready":
+            deliver = self.tracker.on_ready(self.connection)
+        elif kind == "paused":
+            deliver = self.tracker.on_paused()
+        else:
+            deliver = True
+        if not deliver:
+            self.filt.commit(seq)
+            return False
+        if cut:
+            return True
+        self.filt.commit(seq)
         if kind.startswith("slot:") or kind == "completed":
             self.tracker.on_slot_or_completed()
             self.seen.append(kind)
             if kind != "completed":
                 self.slots.append(int(kind[5:]))
-        elif kind == "ready":
-            if self.tracker.on_ready(self.connection):
-                self.seen.append("ready")
         else:
-            assert self.tracker.on_paused()
+            self.tracker.handed_over()
             self.seen.append("ready")
+        return False
 
     def may_continue(self) -> bool:
         return self.up and self.tracker.ready and "completed" not in self.seen
@@ -317,6 +412,8 @@ def run_control_sim(data: st.DataObject, sim: ControlSim, max_drops: int) -> Non
         actions = []
         if sim.to_client:
             actions += ["to_client"] * 3
+            if drops < max_drops:
+                actions.append("cut")
         if sim.to_server:
             actions += ["to_server"] * 2
         if sim.may_continue():
@@ -328,6 +425,10 @@ def run_control_sim(data: st.DataObject, sim: ControlSim, max_drops: int) -> Non
         action = data.draw(st.sampled_from(actions))
         if action == "to_client":
             sim.client_receive()
+        elif action == "cut":
+            if sim.client_receive(cut=True):
+                drops += 1
+                sim.drop_and_attach()
         elif action == "to_server":
             sim.server_receive()
         elif action == "drop":
@@ -434,21 +535,62 @@ def test_deduper_without_start_slot_keeps_everything_until_all_have_cursors() ->
 
 def test_deduper_key_below_floor_is_delivered_but_not_kept() -> None:
     d = NotificationDeduper(["a", "b"], start_slot=10)
-    assert d.offer("a", 8, "late")
-    assert d.keys_held == 0
-    assert d.cursor("a") == 10
+    assert d.offer("a", 12, "k1")
+    assert d.offer("b", 12, "k2")
+    assert d.floor == 12
+    # Out of order within the session's range: new, delivered, but below every cursor.
+    assert d.offer("a", 11, "late")
+    assert d.keys_held == 2
+    assert d.cursor("a") == 12
+
+
+def test_deduper_moves_nothing_until_commit() -> None:
+    d = NotificationDeduper(["a"], start_slot=10)
+    assert d.check("a", 11, "k") is Offer.NEW
+    assert (d.cursor("a"), d.keys_held, d.delivered) == (10, 0, 0)
+    # The hand-over was cancelled: the replay brings it again, still new.
+    assert d.check("a", 11, "k") is Offer.NEW
+    d.commit("a", 11, "k")
+    assert (d.cursor("a"), d.keys_held, d.delivered) == (11, 1, 1)
+    assert d.check("a", 11, "k") is Offer.DUPLICATE
+    assert d.duplicates == 1
+
+
+def test_deduper_refuses_slots_outside_the_session() -> None:
+    d = NotificationDeduper(["a"], start_slot=10, end_slot=20)
+    assert d.check("a", 9, "early") is Offer.IMPLAUSIBLE
+    assert d.check("a", 21, "late") is Offer.IMPLAUSIBLE
+    assert d.check("a", 10**15, "far") is Offer.IMPLAUSIBLE
+    assert not d.offer("a", 21, "late")
+    assert d.implausible == 4
+    assert (d.cursor("a"), d.keys_held, d.duplicates) == (10, 0, 0)
+    assert d.offer("a", 20, "last")
+    unbounded = NotificationDeduper(["a"])
+    assert unbounded.in_range(-(10**9))
+    assert unbounded.offer("a", 10**15, "anything")
 
 
 def test_deduper_gap() -> None:
     d = NotificationDeduper(["a", "b"], start_slot=100)
     d.offer("a", 120, "x")
     assert d.gap("a", 110) is None
-    assert d.cursor("a") == 120
+    assert d.gap("a", 120) is None
     assert d.gap("a", 150) == (120, 149)
+    assert d.cursor("a") == 120  # not until the StreamGap was handed over
+    d.commit_gap("a", (120, 149))
     assert d.cursor("a") == 150
     assert d.gap("b", 150) == (100, 149)
+    d.commit_gap("b", (100, 149))
     assert d.gaps == 2
     assert d.statistics().gaps == 2
+    assert d.floor == 150
+
+
+def test_deduper_gap_beyond_the_end_is_refused() -> None:
+    d = NotificationDeduper(["a"], start_slot=100, end_slot=199)
+    assert d.gap("a", 199) == (100, 198)
+    with pytest.raises(ValueError, match="beyond the session's end slot 199"):
+        d.gap("a", 200)
 
 
 def test_deduper_gap_needs_a_known_start() -> None:
@@ -507,7 +649,7 @@ def test_deduper_delivers_each_notification_once_across_drops(
     delivered_keys: list[str] = []
     offered: set[str] = set()
     gaps: list[tuple[str, int, int]] = []
-    offers = drops = 0
+    offers = drops = cuts = 0
 
     def check_memory() -> None:
         for s in subs:
@@ -520,6 +662,7 @@ def test_deduper_delivers_each_notification_once_across_drops(
 
     while any(pos[s] < len(streams[s]) for s in subs):
         live = [s for s in subs if pos[s] < len(streams[s])]
+        cut = drops < 4 and data.draw(st.integers(0, 7)) == 0
         if drops < 4 and data.draw(st.integers(0, 5)) == 0:
             drops += 1
             for s in subs:
@@ -530,8 +673,10 @@ def test_deduper_delivers_each_notification_once_across_drops(
                     gap = d.gap(s, oldest)
                     if oldest > c:
                         assert gap == (c, oldest - 1)
-                        gaps.append((s, c, oldest - 1))
-                        cursor[s] = c = oldest
+                        if not data.draw(st.booleans()):  # else its hand-over was cut off
+                            d.commit_gap(s, gap)
+                            gaps.append((s, c, oldest - 1))
+                            cursor[s] = c = oldest
                     else:
                         assert gap is None
                 # replayFromSlot is inclusive: the cursor's slot comes again in full.
@@ -541,8 +686,20 @@ def test_deduper_delivers_each_notification_once_across_drops(
             s = data.draw(st.sampled_from(live))
             slot, key = streams[s][pos[s]]
             offers += 1
+            verdict = d.check(s, slot, key)
+            if verdict is Offer.NEW and cut:
+                # The hand-over is cancelled and the connection dies: nothing recorded, so
+                # every subscription replays from its cursor, this one included.
+                drops += 1
+                cuts += 1
+                for t in subs:
+                    c = cursor[t]
+                    pos[t] = bisect.bisect_left(slots_of[t], FIRST_SLOT if c is None else c)
+                check_memory()
+                continue
             offered.add(key)
-            if d.offer(s, slot, key):
+            if verdict is Offer.NEW:
+                d.commit(s, slot, key)
                 delivered.append((s, pos[s]))
                 delivered_keys.append(key)
             cursor[s] = slot if cursor[s] is None else max(slot, cursor[s])  # type: ignore[type-var]
@@ -552,7 +709,7 @@ def test_deduper_delivers_each_notification_once_across_drops(
     # Exactly once: everything received is delivered, nothing twice.
     assert len(delivered_keys) == len(set(delivered_keys))
     assert set(delivered_keys) == offered
-    assert d.duplicates == offers - len(delivered_keys)
+    assert d.duplicates == offers - len(delivered_keys) - cuts
     # In order per subscription.
     for s in subs:
         indices = [i for sub, i in delivered if sub == s]

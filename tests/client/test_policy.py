@@ -341,6 +341,77 @@ def test_flapping_connection_exhausts_attempts() -> None:
     assert not decisions[3].final
 
 
+#: client.md §3: attempt n >= 2 waits min(0.25 * 2 ** (n - 2), 30) seconds (jitter off).
+SPEC_BACKOFF = [0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0, 30.0]
+
+
+def test_a_drop_after_progress_is_attempt_one_again() -> None:
+    # client.md §3 (revised): a connection that delivered something new ends the window.
+    fw = window()
+    now = 0.0
+    for _ in range(3 * 20):  # far more drops than the 20 attempts a window allows
+        fw.connected(now)
+        fw.progressed()
+        assert fw.made_progress
+        now += 2.0
+        assert fw.dropped(now, DROP) == Retry(attempt=1, delay=0.0)
+        assert fw.window_started == now
+
+
+def test_reconnects_that_bring_nothing_new_back_off_in_full() -> None:
+    fw = window()
+    now, delays = 0.0, []
+    for _ in range(12):
+        fw.connected(now)
+        now += 1.0
+        decision = fw.dropped(now, DROP)
+        assert isinstance(decision, Retry)
+        delays.append(decision.delay)
+        now += decision.delay
+    assert delays == SPEC_BACKOFF
+
+
+def test_progress_while_not_up_is_ignored() -> None:
+    fw = window()
+    fw.connected(0.0)
+    assert fw.dropped(1.0, DROP) == Retry(attempt=1, delay=0.0)
+    fw.progressed()  # e.g. a replay handed over before the resume: not Up yet
+    assert not fw.made_progress
+    assert fw.attempt_failed(2.0, DROP) == Retry(attempt=2, delay=0.25)
+    fw.connected(3.0)
+    assert fw.dropped(4.0, DROP) == Retry(attempt=3, delay=0.5)
+
+
+def test_the_window_after_progress_climbs_again_without_it() -> None:
+    fw = window(reconnect_max_attempts=3)
+    fw.connected(0.0)
+    fw.progressed()
+    assert fw.dropped(1.0, DROP) == Retry(attempt=1, delay=0.0)
+    assert fw.attempt_failed(1.0, DROP) == Retry(attempt=2, delay=0.25)
+    fw.connected(2.0)
+    assert fw.dropped(3.0, DROP) == Retry(attempt=3, delay=0.5)
+    assert fw.attempt_failed(3.5, DROP) == GiveUp(
+        reason="gave up after 3 reconnect attempts in 2.5 s; "
+        "last failure: closed with code 1006 (abnormal closure)",
+        final=False,
+    )
+
+
+def test_a_clean_end_of_the_connection_ends_the_window() -> None:
+    fw = window(reconnect_max_attempts=2)
+    for n in range(5):
+        fw.connected(10.0 * n)
+        fw.ended_cleanly()
+        assert fw.dropped(10.0 * n + 1, DisconnectCause.closed(1000)) == Retry(1, 0.0)
+
+
+def test_progress_does_not_undo_a_give_up() -> None:
+    fw = window()
+    assert isinstance(fw.attempt_failed(0.0, DisconnectCause.http_status(401)), GiveUp)
+    fw.progressed()
+    assert isinstance(fw.attempt_failed(1.0, DROP), GiveUp)
+
+
 def test_parked_time_is_excluded() -> None:
     fw = window(reconnect_max_total=10.0)
     fw.attempt_failed(0.0, DROP)
@@ -432,6 +503,7 @@ class FailureWindowMachine(RuleBasedStateMachine):
         )
         self.fw = FailureWindow(ReconnectPolicy(self.config), random.Random(seed))
         self.now = 0.0
+        self.progress = False
         self.up_since: float | None = None
         self.window_start: float | None = None
         self.parked = 0.0
@@ -475,15 +547,23 @@ class FailureWindowMachine(RuleBasedStateMachine):
     def connect(self) -> None:
         self.fw.connected(self.now)
         self.up_since = self.now
+        self.progress = False
+
+    @rule()
+    def deliver_something_new(self) -> None:
+        self.fw.progressed()
+        if self.up_since is not None:
+            self.progress = True
 
     @precondition(lambda self: self.up_since is not None)
     @rule(cause=CAUSES)
     def drop(self, cause: DisconnectCause) -> None:
         assert self.up_since is not None
         long_up = self.now - self.up_since >= self.config.reconnect_uptime_reset
-        self.up_since = None
+        ends = long_up or self.progress or self.window_start is None
+        self.up_since, self.progress = None, False
         decision = self.fw.dropped(self.now, cause)
-        self.check(decision, cause, new_window=long_up or self.window_start is None)
+        self.check(decision, cause, new_window=ends)
 
     @precondition(lambda self: self.up_since is None)
     @rule(cause=CAUSES)
@@ -552,7 +632,7 @@ def test_decide_matches_the_rules(
     else:
         assert isinstance(decision, Retry)
         assert decision.attempt == attempt
-        low = ReconnectPolicy(config).backoff(attempt) * 0.8
+        low = (SPEC_BACKOFF[attempt - 1] if attempt <= len(SPEC_BACKOFF) else 30.0) * 0.8
         high = 30.0 * 1.2
         if is_overload(cause):
             low, high = max(low, 5.0), max(high, 6.0)

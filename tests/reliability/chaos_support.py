@@ -200,9 +200,14 @@ class Schedule:
         """Whether the faults can exhaust a ``plane`` manager's reconnect budget.
 
         An upper bound: every fault that kills a socket of the plane, and every refusal on
-        it, counted against one manager's failure window.
+        it, counted against one manager's failure window. On the data plane add the close
+        1000 that ends a completed session's socket: when ``Completed`` is late (the
+        control connection is down) the subscription reconnects after it, and that
+        reconnect is attempt 1 of the window the faults then spend.
         """
         kills = sum(1 for f in self.faults if f.plane == plane and f.kills)
+        if plane == "data":
+            kills += 1
         refusals = sum(
             f.action.count for f in self.faults if isinstance(f.action, Refuse) and f.plane == plane
         )

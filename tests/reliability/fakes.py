@@ -40,6 +40,7 @@ __all__ = [
     "control",
     "open_fake_server",
     "rpc_result",
+    "transaction",
     "unwrap_single",
 ]
 
@@ -63,6 +64,21 @@ def control(method: str, params: Any = _MISSING, *, seq: int | None = None) -> d
 def rpc_result(request_id: Any, result: Any) -> dict[str, Any]:
     """A JSON-RPC success answer."""
     return {"jsonrpc": "2.0", "id": request_id, "result": result}
+
+
+def transaction(subscription: int, slot: Any, signature: str) -> dict[str, Any]:
+    """A ``transactionNotification`` of a minimal transaction (``slot`` as given)."""
+    result = {
+        "slot": slot,
+        "blockTime": None,
+        "transaction": {"signatures": [signature], "message": {}},
+        "meta": {"err": None},
+    }
+    return {
+        "jsonrpc": "2.0",
+        "method": "transactionNotification",
+        "params": {"subscription": subscription, "result": result},
+    }
 
 
 @final

@@ -23,6 +23,7 @@ from tests.reliability.fakes import (
     control,
     open_fake_server,
     rpc_result,
+    transaction,
 )
 from trio_backtest import (
     HANDSHAKE_RESPONSE_TIMEOUT,
@@ -582,20 +583,6 @@ async def test_close_after_creation_of_a_resumable_session(
 PROGRAM = "Prog1111111111111111111111111111111111111111"
 
 
-def _tx(subscription: int, slot: int, signature: str) -> dict[str, object]:
-    result = {
-        "slot": slot,
-        "blockTime": None,
-        "transaction": {"signatures": [signature], "message": {}},
-        "meta": {"err": None},
-    }
-    return {
-        "jsonrpc": "2.0",
-        "method": "transactionNotification",
-        "params": {"subscription": subscription, "result": result},
-    }
-
-
 def _with_data_plane(data: Script) -> Script:
     """A well-behaved control plane in front of a scripted data plane."""
 
@@ -638,10 +625,10 @@ async def test_garbage_on_the_data_plane_is_counted_and_the_stream_goes_on(
     async def data(conn: FakeConnection) -> None:
         (sid,) = (await conn.ack_subscriptions(1)).values()
         assert sid == 101
-        await conn.send(_tx(sid, 10, "sigA"))
+        await conn.send(transaction(sid, 10, "sigA"))
         for frame in DATA_GARBAGE:
             await conn.send_raw(frame)
-        await conn.send(_tx(sid, 10, "sigB"))
+        await conn.send(transaction(sid, 10, "sigB"))
 
     async with (
         open_fake_server(_with_data_plane(data)) as fake,
@@ -665,7 +652,7 @@ async def test_garbage_before_the_subscribe_ack_is_a_broken_connection(
             await conn.send_raw(frame)
             await conn.hang()
         (sid,) = (await conn.ack_subscriptions(1)).values()
-        await conn.send(_tx(sid, 10, "sigA"))
+        await conn.send(transaction(sid, 10, "sigA"))
 
     async with (
         open_fake_server(_with_data_plane(data)) as fake,
@@ -688,9 +675,9 @@ async def test_acks_for_unknown_ids_are_ignored(autojump_clock: trio.abc.Clock) 
         await conn.send(rpc_result("not-an-id", 8))
         await conn.send(rpc_result(request["id"], 9))
         await conn.send(rpc_result(request["id"], 10))  # answered twice
-        await conn.send(_tx(9, 10, "sigA"))
-        await conn.send(_tx(10, 10, "sigB"))  # the second answer created nothing
-        await conn.send(_tx(9, 10, "sigC"))
+        await conn.send(transaction(9, 10, "sigA"))
+        await conn.send(transaction(10, 10, "sigB"))  # the second answer created nothing
+        await conn.send(transaction(9, 10, "sigC"))
 
     async with (
         open_fake_server(_with_data_plane(data)) as fake,
@@ -710,8 +697,8 @@ async def test_a_notification_for_an_unknown_subscription_is_not_delivered(
 ) -> None:
     async def data(conn: FakeConnection) -> None:
         (sid,) = (await conn.ack_subscriptions(1)).values()
-        await conn.send(_tx(sid + 999, 10, "ghost"))
-        await conn.send(_tx(sid, 10, "real"))
+        await conn.send(transaction(sid + 999, 10, "ghost"))
+        await conn.send(transaction(sid, 10, "real"))
 
     async with (
         open_fake_server(_with_data_plane(data)) as fake,
@@ -749,7 +736,7 @@ async def test_a_subscribe_error_is_retried_per_the_policy(
             await conn.send(_rpc_error(request["id"], code, "scripted refusal", data))
             await conn.hang()
         (sid,) = (await conn.ack_subscriptions(1)).values()
-        await conn.send(_tx(sid, 10, "sigA"))
+        await conn.send(transaction(sid, 10, "sigA"))
 
     async with (
         open_fake_server(_with_data_plane(data_plane)) as fake,
@@ -790,11 +777,11 @@ async def test_an_oversized_notification_closes_with_1009_and_the_stream_is_repl
     async def data(conn: FakeConnection) -> None:
         (sid,) = (await conn.ack_subscriptions(1)).values()
         if conn.number == 1:
-            await conn.send(_tx(sid, 10, "sigA"))
-            await conn.send(_tx(sid, 11, "x" * 5000))
+            await conn.send(transaction(sid, 10, "sigA"))
+            await conn.send(transaction(sid, 11, "x" * 5000))
             await conn.hang()
-        await conn.send(_tx(sid, 10, "sigA"))  # the inclusive replay
-        await conn.send(_tx(sid, 11, "sigB"))
+        await conn.send(transaction(sid, 10, "sigA"))  # the inclusive replay
+        await conn.send(transaction(sid, 11, "sigB"))
 
     config = ClientConfig(max_message_size=4096)
     async with (
@@ -815,7 +802,7 @@ async def test_an_oversized_notification_closes_with_1009_and_the_stream_is_repl
 async def test_data_plane_4404_is_final(autojump_clock: trio.abc.Clock) -> None:
     async def data(conn: FakeConnection) -> None:
         (sid,) = (await conn.ack_subscriptions(1)).values()
-        await conn.send(_tx(sid, 10, "sigA"))
+        await conn.send(transaction(sid, 10, "sigA"))
         await conn.close(4404, "session not found")
 
     async with open_fake_server(_with_data_plane(data)) as fake:
