@@ -7,7 +7,7 @@ import logging
 import random
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
-from typing import Any, Literal, Protocol, final
+from typing import IO, Any, Literal, Protocol, cast, final
 
 import trio
 
@@ -78,24 +78,60 @@ class CoordinatorLike(Protocol):
         ...
 
 
-class _Decompressor:
-    """One streaming zstd decompressor per connection (the server keeps its context)."""
+class _FrameTooLarge(Exception):
+    """A zstd frame decompressed to more than ``max_message_size`` bytes."""
 
-    def __init__(self) -> None:
+
+@final
+class _BoundedSink:
+    """Where the decompressor writes one frame's output; refuses to grow past ``limit``."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.buffer = bytearray()
+
+    def write(self, data: bytes) -> int:
+        self.buffer += data
+        if len(self.buffer) > self.limit:
+            raise _FrameTooLarge(f"a zstd frame decompresses to more than {self.limit} bytes")
+        return len(data)
+
+
+class _Decompressor:
+    """One streaming zstd decompressor per connection (the server keeps its context).
+
+    Output is bounded by ``max_message_size`` (protocol.md §7) while it is produced: a
+    frame that is tiny compressed and huge decompressed stops at the bound instead of
+    filling memory and blocking the event loop.
+    """
+
+    def __init__(self, limit: int) -> None:
         try:
             import zstandard
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise ImportError(
                 "compression='zstd' needs the zstandard package: pip install 'trio-backtest[zstd]'"
             ) from exc
-        self._obj = zstandard.ZstdDecompressor().decompressobj()
+        self._sink = _BoundedSink(limit)
+        # Only write() is ever called on it: a file-like object in zstandard's terms.
+        self._writer = zstandard.ZstdDecompressor().stream_writer(cast("IO[bytes]", self._sink))
 
     def feed(self, frame: bytes) -> bytes:
+        """The message one frame decodes to.
+
+        Raises:
+            _FrameTooLarge: it decodes to more than the bound.
+            Dead: it does not decode (the stream context is broken).
+        """
+        sink = self._sink
+        sink.buffer = bytearray()
         try:
-            data: bytes = self._obj.decompress(frame)
+            self._writer.write(frame)
+        except _FrameTooLarge:
+            raise
         except Exception as exc:  # zstandard.ZstdError; the stream context is now broken
             raise Dead(DisconnectCause.protocol(f"zstd frame did not decode: {exc}")) from None
-        return data
+        return bytes(sink.buffer)
 
 
 @final
@@ -361,7 +397,9 @@ class SubscriptionHandle:
             with unwrap_single(), one_death():
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(link.keepalive)
-                    decompressor = _Decompressor() if self._compression == "zstd" else None
+                    decompressor = (
+                        _Decompressor(cfg.max_message_size) if self._compression == "zstd" else None
+                    )
                     state = _Wire(link, decompressor)
                     await self._subscribe(state)
                     self.status.set(Up())
@@ -578,7 +616,12 @@ class _Wire:
     async def receive(self) -> str | bytes:
         raw = await self.link.receive()
         if isinstance(raw, bytes) and self.decompressor is not None:
-            return self.decompressor.feed(raw)
+            try:
+                return self.decompressor.feed(raw)
+            except _FrameTooLarge as exc:
+                # protocol.md §7: an oversized frame, however small it was compressed.
+                await self.link.close(1009, "message too big")
+                raise Dead(DisconnectCause.oversize(str(exc))) from None
         return raw
 
 

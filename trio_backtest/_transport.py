@@ -386,6 +386,11 @@ class Link:
             return message
         raise Dead(DisconnectCause.keepalive())
 
+    async def close(self, code: int, reason: str) -> None:
+        """Close with ``code``, waiting at most ``graceful_close_timeout`` for the peer."""
+        with trio.move_on_after(self._config.graceful_close_timeout):
+            await self.ws.aclose(code, reason)
+
     async def send(self, text: str) -> None:
         """Send one text message.
 

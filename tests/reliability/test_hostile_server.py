@@ -13,6 +13,7 @@ import random
 import orjson
 import pytest
 import trio
+import zstandard
 
 from tests.client.helpers import until_ready
 from tests.conftest import SECRET_KEY
@@ -797,6 +798,48 @@ async def test_an_oversized_notification_closes_with_1009_and_the_stream_is_repl
     assert second.received[0]["params"][1]["replayFromSlot"] == 10
     assert stats.duplicates_dropped == 1
     assert [c.kind for c in _reconnect_causes(handle.status.history)] == [CauseKind.OVERSIZE]
+
+
+async def test_a_zstd_frame_that_inflates_past_the_limit_is_an_oversized_frame(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # protocol.md §7: decompression is bounded by max_message_size; a frame beyond it is
+    # an oversized frame (close 1009, reconnect), however small it was compressed.
+    limit = 1024 * 1024
+    bomb = orjson.dumps(transaction(101, 11, "sigB")) + b" " * (8 * limit)  # valid JSON
+    compressed: list[int] = []
+
+    async def data(conn: FakeConnection) -> None:
+        (sid,) = (await conn.ack_subscriptions(1)).values()
+        compressor = zstandard.ZstdCompressor().compressobj()
+
+        async def send(payload: bytes) -> None:
+            frame = compressor.compress(payload) + compressor.flush(
+                zstandard.COMPRESSOBJ_FLUSH_BLOCK
+            )
+            compressed.append(len(frame))
+            await conn.send_raw(frame)
+
+        await send(orjson.dumps(transaction(sid, 10, "sigA")))
+        if conn.number == 1:
+            await send(bomb)
+            await conn.hang()
+        await send(orjson.dumps(transaction(sid, 11, "sigB")))
+
+    config = ClientConfig(max_message_size=limit)
+    async with (
+        open_fake_server(_with_data_plane(data)) as fake,
+        open_backtest_session(URL, SECRET_KEY, SIMPLE, connector=fake, config=config) as session,
+    ):
+        handle = await session.subscribe_transactions([PROGRAM], compression="zstd")
+        assert await _transactions(session, 2) == ["sigA", "sigB"]
+        stats = session.statistics()
+    assert compressed[1] < 4096 < limit  # tiny on the wire
+    first, second = fake.of("data")
+    assert first.close_code == 1009
+    assert second.received[0]["params"][1]["replayFromSlot"] == 10
+    assert [c.kind for c in _reconnect_causes(handle.status.history)] == [CauseKind.OVERSIZE]
+    assert stats.protocol_errors == 0
 
 
 async def test_data_plane_4404_is_final(autojump_clock: trio.abc.Clock) -> None:
