@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 import trio
 from trio_websocket import WebSocketConnection
@@ -14,7 +14,10 @@ from trio_backtest import (
     ManagedBacktestSession,
     ManagedEvent,
     ReadyForContinue,
+    Reconnecting,
+    StatusCell,
     Transaction,
+    Up,
 )
 from trio_backtest.server import LocalServer
 
@@ -86,3 +89,21 @@ class SlowReader:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
+
+
+async def drop_again_and_again(
+    server: LocalServer, plane: Literal["control", "data"], cell: StatusCell, every: int, times: int
+) -> None:
+    """Lose ``plane``'s socket after ``every`` server messages, ``times`` times over.
+
+    Each time it waits until ``cell`` went through ``Reconnecting`` back to ``Up``.
+    """
+    for _ in range(times):
+        server.faults.drop(plane, after_messages=every)
+        await cell.wait_for(lambda s: isinstance(s, Reconnecting))
+        await cell.wait_for(lambda s: isinstance(s, Up))
+
+
+def attempts(cell: StatusCell) -> list[int]:
+    """The attempt number of every ``Reconnecting`` in ``cell``'s history."""
+    return [s.attempt for s in cell.history if isinstance(s, Reconnecting)]

@@ -9,8 +9,10 @@ import trio
 
 from tests.client.helpers import (
     SlowReader,
+    attempts,
     diff_keys,
     drive,
+    drop_again_and_again,
     expected_diffs,
     expected_transactions,
     signatures,
@@ -164,3 +166,24 @@ async def test_tail_replayed_long_after_completed_is_not_cut_short(
     assert signatures(events) == expected
     assert not any(isinstance(e, StreamGap) for e in events)
     assert isinstance(events[-1], Completed)
+
+
+async def test_a_flaky_but_productive_data_link_is_never_given_up(
+    server: LocalServer, autojump_clock: trio.abc.Clock
+) -> None:
+    # client.md §3 (revised): each connection streams something new before it drops,
+    # so each drop is attempt 1 again, however many there are.
+    create = CreateSession(start_slot=0, slot_count=99, disconnect_timeout_secs=60)
+    program = server.ledger.programs[0]
+    config = ClientConfig(reconnect_max_attempts=3)
+    async with open_backtest_session(
+        server.url, SECRET_KEY, create, connector=server.connector(), config=config
+    ) as session:
+        handle = await session.subscribe_transactions([program])
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(drop_again_and_again, server, "data", handle.status, 25, 8)
+            events = await drive(session, stride=5)
+            nursery.cancel_scope.cancel()
+    assert attempts(handle.status) == [1] * 8
+    assert signatures(events) == expected_transactions(server, [program], 0, 99)
+    assert not any(isinstance(e, StreamGap) for e in events)
