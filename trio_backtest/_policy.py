@@ -38,7 +38,11 @@ class CauseKind(enum.Enum):
     """What kind of event ended a connection or a connection attempt."""
 
     CONNECT_FAILED = "connect_failed"
-    """TCP, TLS or the upgrade failed without an HTTP status (refused, reset, DNS, TLS)."""
+    """TCP or the upgrade failed without an HTTP status (refused, reset, DNS, a malformed
+    answer to the upgrade)."""
+    TLS = "tls"
+    """The TLS handshake failed: a certificate that does not verify, or a peer that does
+    not speak TLS (``detail`` names the error). Final."""
     HTTP_STATUS = "http_status"
     """The server refused the upgrade with an HTTP status (in ``code``)."""
     CLOSED = "closed"
@@ -110,8 +114,13 @@ class DisconnectCause:
 
     @classmethod
     def connect_failed(cls, detail: str) -> DisconnectCause:
-        """The transport could not be opened (refused, reset, DNS, TLS)."""
+        """The transport could not be opened (refused, reset, DNS, a malformed upgrade)."""
         return cls(CauseKind.CONNECT_FAILED, detail=detail)
+
+    @classmethod
+    def tls(cls, detail: str) -> DisconnectCause:
+        """The TLS handshake failed (certificate, protocol mismatch)."""
+        return cls(CauseKind.TLS, detail=detail)
 
     @classmethod
     def http_status(cls, status: int, detail: str = "") -> DisconnectCause:
@@ -163,6 +172,8 @@ class DisconnectCause:
         match self.kind:
             case CauseKind.CONNECT_FAILED:
                 text = "connect failed"
+            case CauseKind.TLS:
+                text = "TLS handshake failed"
             case CauseKind.HTTP_STATUS:
                 text = f"upgrade refused with HTTP {self.code}"
                 with contextlib.suppress(ValueError):
@@ -198,7 +209,10 @@ def is_final(cause: DisconnectCause) -> bool:
     """Whether reconnecting after ``cause`` is pointless (client.md §3).
 
     Final: HTTP 401/403 on the upgrade, close codes 1008 and 4404, the server errors
-    ``SessionNotFound`` and ``SessionOwnerMismatch``, and a rejected create.
+    ``SessionNotFound`` and ``SessionOwnerMismatch``, a rejected create, and a failed TLS
+    handshake. The last is our decision (client.md §3 is silent): a certificate that does
+    not verify, or a peer that does not speak TLS (``wss://`` to a plain server), is not
+    mended by asking again, and twenty attempts only delay the one clear error.
     """
     match cause.kind:
         case CauseKind.HTTP_STATUS:
@@ -207,7 +221,7 @@ def is_final(cause: DisconnectCause) -> bool:
             return cause.code in _FINAL_CLOSE_CODES
         case CauseKind.SERVER_ERROR:
             return (cause.variant or "").lower() in _FINAL_SERVER_ERRORS
-        case CauseKind.CREATE_REJECTED:
+        case CauseKind.CREATE_REJECTED | CauseKind.TLS:
             return True
         case _:
             return False

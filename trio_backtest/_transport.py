@@ -15,11 +15,13 @@ import struct
 import urllib.parse
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import Protocol, final
+from typing import Any, Protocol, cast, final
 
+import h11
 import trio
 import trio_websocket
 from trio_websocket import WebSocketConnection
+from wsproto.utilities import ProtocolError as WsprotoError
 
 from ._config import ClientConfig
 from ._plumbing import Counters
@@ -30,6 +32,7 @@ __all__ = [
     "Connector",
     "Dead",
     "Link",
+    "UpgradeFailed",
     "cause_of",
     "check_transport_security",
     "connect",
@@ -80,8 +83,9 @@ async def websocket_connector(
     """The default connector: TCP (+ TLS with verification for ``wss://``) via trio-websocket.
 
     The TLS handshake is completed before the upgrade, so a certificate that fails
-    verification raises its `ssl.SSLError` at once; a refused upgrade raises
-    `trio_websocket.ConnectionRejected` from this call.
+    verification, or a peer that does not speak TLS, raises its `ssl.SSLError` at once; a
+    refused upgrade raises `trio_websocket.ConnectionRejected` and any other failure of
+    the upgrade `UpgradeFailed` from this call.
     """
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
@@ -121,6 +125,74 @@ async def websocket_connector(
     return connection
 
 
+class UpgradeFailed(Exception):
+    """The HTTP upgrade failed without an HTTP status: a malformed or wrong answer (a
+    garbage status line, a bad ``Sec-WebSocket-Accept``), or the connection ended first."""
+
+
+@final
+class _UpgradeWatch(trio.abc.Stream):
+    """A client stream that reports its end before the upgrade completed as `UpgradeFailed`.
+
+    trio-websocket would otherwise wait for an answer that can never come, until the
+    connect timeout. Once ``upgraded`` is set it only forwards.
+    """
+
+    def __init__(self, inner: _ClientStream) -> None:
+        self._inner = inner
+        self.upgraded = False
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        """Forward; the end of the stream during the upgrade is an `UpgradeFailed`."""
+        try:
+            data = await self._inner.receive_some(max_bytes)
+        except trio.BrokenResourceError as exc:
+            if self.upgraded:
+                raise
+            raise UpgradeFailed(f"the connection broke during the upgrade ({exc})") from None
+        if not data and not self.upgraded:
+            raise UpgradeFailed("the server closed the connection during the upgrade")
+        return bytes(data)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        """Forward."""
+        await self._inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        """Forward."""
+        await self._inner.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        """Forward."""
+        await self._inner.aclose()
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _innermost_protocol_error(exc: BaseException) -> BaseException:
+    """The h11/wsproto error deepest in ``exc``'s context chain (else ``exc``).
+
+    On a malformed answer the error that escapes is trio-websocket failing to answer it
+    as if it were a server; h11's error at the bottom of the chain says what was wrong.
+    """
+    found, seen = exc, 0
+    current: BaseException | None = exc
+    while current is not None and seen < 16:
+        if isinstance(current, WsprotoError | h11.ProtocolError):
+            found = current
+        current, seen = current.__context__, seen + 1
+    return found
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return (type(exc).__name__ if not text else f"{type(exc).__name__}: {text}")[:200]
+
+
 async def _run_client(
     stream: _ClientStream,
     host: str,
@@ -134,30 +206,39 @@ async def _run_client(
     """Run a client WebSocket over ``stream``, in a nursery of its own.
 
     trio-websocket raises a refused upgrade in its reader task, which would tear down
-    the caller's nursery; here it is raised from ``nursery.start`` instead.
+    the caller's nursery; here it is raised from ``nursery.start`` instead. Every other
+    failure of the upgrade (h11 and wsproto errors on a malformed answer, the connection
+    ending first) comes out as one `UpgradeFailed`.
     """
+    watched = _UpgradeWatch(stream)
     started = False
     try:
         async with trio.open_nursery() as inner:
             ws = await trio_websocket.wrap_client_stream(
                 inner,
-                stream,
+                cast(Any, watched),
                 host,
                 resource,
                 extra_headers=headers,
                 message_queue_size=message_queue_size,
                 max_message_size=max_message_size,
             )
-            started = True
+            watched.upgraded = started = True
             task_status.started(ws)
     except BaseExceptionGroup as group:
-        rejected = None if started else group.subgroup(trio_websocket.ConnectionRejected)
-        if rejected is None:
+        if started:
             raise
-        exc: BaseException = rejected
-        while isinstance(exc, BaseExceptionGroup):
-            exc = exc.exceptions[0]
-        raise exc from None
+        rejected = group.subgroup(trio_websocket.ConnectionRejected)
+        if rejected is not None:
+            raise _first_leaf(rejected) from None
+        failed, _ = group.split(lambda e: isinstance(e, Exception))
+        if failed is None:
+            raise
+        leaf = _first_leaf(failed)
+        if isinstance(leaf, UpgradeFailed):
+            raise leaf from None
+        detail = _describe(_innermost_protocol_error(leaf))
+        raise UpgradeFailed(f"a malformed answer ({detail})") from None
 
 
 async def connect(
@@ -285,7 +366,19 @@ def one_death() -> Iterator[None]:
 
 
 def cause_of(exc: BaseException) -> DisconnectCause | None:
-    """Classify a connect/receive/send failure; ``None`` for exceptions that are not one."""
+    """Classify a connect/receive/send failure; ``None`` for exceptions that are not one.
+
+    A failed TLS handshake is its own (final) kind; anything else that went wrong before
+    the WebSocket was open — refused or reset connections, DNS, a malformed answer to the
+    upgrade, h11 and wsproto errors included — is a failed connect, retried per the
+    policy. A group of such failures (a connector's own nursery) is classified by its
+    first; a group holding a cancellation is not a failure.
+    """
+    if isinstance(exc, BaseExceptionGroup):
+        rest = exc.split(Exception)[1]
+        if rest is not None:
+            return None
+        return cause_of(_first_leaf(exc))
     if isinstance(exc, Dead):
         return exc.cause
     if isinstance(exc, trio_websocket.ConnectionRejected):
@@ -299,10 +392,14 @@ def cause_of(exc: BaseException) -> DisconnectCause | None:
         return DisconnectCause.closed(reason.code, reason.reason or "")
     if isinstance(exc, trio.TooSlowError):
         return DisconnectCause.timeout("connect")
+    if isinstance(exc, ssl.SSLError):
+        return DisconnectCause.tls(_describe(exc))
+    if isinstance(exc, UpgradeFailed):
+        return DisconnectCause.connect_failed(f"upgrade failed: {exc}")
+    if isinstance(exc, h11.ProtocolError | WsprotoError):
+        return DisconnectCause.connect_failed(f"upgrade failed: {_describe(exc)}")
     if isinstance(exc, trio_websocket.HandshakeError | OSError | trio.BrokenResourceError):
-        text = str(exc)
-        detail = type(exc).__name__ if not text else f"{type(exc).__name__}: {text}"
-        return DisconnectCause.connect_failed(detail[:200])
+        return DisconnectCause.connect_failed(_describe(exc))
     return None
 
 

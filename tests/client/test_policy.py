@@ -148,6 +148,8 @@ FINAL_CAUSES = [
     DisconnectCause.server_error("sessionNotFound"),
     DisconnectCause.server_error("sessionOwnerMismatch"),
     DisconnectCause.create_rejected("start_slot after end_slot"),
+    DisconnectCause.tls("SSLCertVerificationError: certificate verify failed"),
+    DisconnectCause.tls("SSLError: wrong version number"),
 ]
 
 RETRIABLE_CAUSES = [
@@ -233,6 +235,7 @@ def test_gated() -> None:
         (DisconnectCause.http_status(503), "upgrade refused with HTTP 503 (Service Unavailable)"),
         (DisconnectCause.http_status(599, "odd"), "upgrade refused with HTTP 599: odd"),
         (DisconnectCause.connect_failed("refused"), "connect failed: refused"),
+        (DisconnectCause.tls("SSLError: x"), "TLS handshake failed: SSLError: x"),
         (DisconnectCause.timeout("sessionCreated"), "timed out waiting for sessionCreated"),
         (DisconnectCause(CauseKind.TIMEOUT), "timed out waiting for the server"),
         (DisconnectCause.keepalive(), "no inbound traffic within the keepalive deadline"),

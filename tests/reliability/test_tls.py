@@ -119,9 +119,8 @@ async def _create_fails(url: str, config: ClientConfig, connector: CountingConne
     return str(info.value)
 
 
-async def test_a_certificate_from_another_ca_is_rejected(ca: trustme.CA) -> None:
-    # A failed verification is a failed connect (client.md §3 does not list it as final),
-    # so it is retried per the policy and the create fails once the budget is spent.
+async def test_a_certificate_from_another_ca_is_rejected_at_once(ca: trustme.CA) -> None:
+    # A failed verification is a failed TLS handshake: final, one clear error, no retries.
     stranger = trustme.CA()
     client_context = ssl.create_default_context()
     stranger.configure_trust(client_context)
@@ -132,11 +131,11 @@ async def test_a_certificate_from_another_ca_is_rejected(ca: trustme.CA) -> None
                 url, attrs.evolve(FAST, ssl_context=client_context), connector
             )
             assert server.statistics().sessions_created == 0
-    assert "gave up after 2 reconnect attempts" in message
-    assert "SSLCertVerificationError" in message
-    assert len(connector.urls) == 1 + 2
-    assert all(isinstance(e, ssl.SSLCertVerificationError) for e in connector.errors)
-    assert len(connector.errors) == 3
+    assert message.startswith("TLS handshake failed: SSLCertVerificationError")
+    assert message.endswith("(not retried)")
+    assert "\n" not in message
+    assert len(connector.urls) == 1
+    assert [type(e) for e in connector.errors] == [ssl.SSLCertVerificationError]
 
 
 async def test_verification_is_on_by_default(ca: trustme.CA) -> None:
@@ -144,9 +143,28 @@ async def test_verification_is_on_by_default(ca: trustme.CA) -> None:
     with trio.fail_after(BOUND):
         async with open_tls_server(ca) as (_server, url):
             message = await _create_fails(url, FAST, connector)
-    assert "SSLCertVerificationError" in message
-    assert len(connector.errors) == 3
-    assert all(isinstance(e, ssl.SSLCertVerificationError) for e in connector.errors)
+    assert message.startswith("TLS handshake failed: SSLCertVerificationError")
+    assert [type(e) for e in connector.errors] == [ssl.SSLCertVerificationError]
+
+
+async def test_wss_to_a_plain_server_fails_at_once_naming_tls() -> None:
+    # A plain HTTP server answers the TLS hello in clear text: a protocol mismatch,
+    # final, not retried twenty times.
+    async def plain_http(stream: trio.SocketStream) -> None:
+        await stream.send_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+        await stream.aclose()
+
+    (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listener.socket.getsockname()[1]
+    connector = CountingConnector()
+    with trio.fail_after(BOUND):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.serve_listeners, plain_http, [listener])
+            message = await _create_fails(f"wss://127.0.0.1:{port}/backtest", FAST, connector)
+            nursery.cancel_scope.cancel()
+    assert message.startswith("TLS handshake failed: SSLError")
+    assert message.endswith("(not retried)")
+    assert len(connector.urls) == 1
 
 
 async def test_a_wrong_key_over_wss_is_final_and_not_echoed(ca: trustme.CA) -> None:
