@@ -169,6 +169,20 @@ class ControlManager:
         """Whether the session has ended on purpose, so a closed socket is expected."""
         return False
 
+    def _data_plane(self, created: SessionCreated) -> str:
+        """The absolute data-plane URL of a created session.
+
+        Raises:
+            SessionCreateError: the server's ``rpcEndpoint`` is unusable (not retried: the
+                server would say the same again).
+        """
+        try:
+            return resolve_rpc_endpoint(
+                self._url, created.rpc_endpoint, allow_insecure=self._config.allow_insecure
+            )
+        except ValueError as exc:
+            raise SessionCreateError(f"the server's rpcEndpoint is unusable: {exc}") from None
+
     # ------------------------------------------------------------------ the task
 
     async def run(self, *, task_status: trio.TaskStatus[Any]) -> None:
@@ -430,9 +444,7 @@ class ControlHandle(ControlManager):
             while True:
                 message = await self._receive(link, handshake=True)
                 if isinstance(message, SessionCreated):
-                    self.info = SessionInfo(
-                        message.session_id, resolve_rpc_endpoint(self._url, message.rpc_endpoint)
-                    )
+                    self.info = SessionInfo(message.session_id, self._data_plane(message))
                     logger.info("session created: %s", message.session_id)
                     return
                 if isinstance(message, ServerError):

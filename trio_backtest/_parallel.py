@@ -37,7 +37,6 @@ from ._transport import (
     Dead,
     Link,
     check_transport_security,
-    resolve_rpc_endpoint,
     websocket_connector,
 )
 from .protocol import (
@@ -149,8 +148,8 @@ class _BatchControl(ControlManager):
             while True:
                 message = await self._receive(link, handshake=True)
                 match message:
-                    case SessionCreated(session_id=sid, rpc_endpoint=rpc):
-                        endpoint = resolve_rpc_endpoint(self._url, rpc)
+                    case SessionCreated(session_id=sid):
+                        endpoint = self._data_plane(message)
                         self.subs[sid] = _SubControl(self, sid, endpoint, self._config)
                     case SessionsCreatedV2():
                         self._split(message)

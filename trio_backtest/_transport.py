@@ -15,7 +15,7 @@ import struct
 import urllib.parse
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any, Protocol, cast, final
+from typing import Any, Final, Protocol, cast, final
 
 import h11
 import trio
@@ -304,19 +304,48 @@ def display_url(url: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
-def resolve_rpc_endpoint(control_url: str, rpc_endpoint: str) -> str:
-    """The data plane's absolute ``ws(s)://`` URL.
+#: The schemes an ``rpcEndpoint`` may have, and the WebSocket scheme each stands for.
+_RPC_SCHEMES: Final = {"ws": "ws", "wss": "wss", "http": "ws", "https": "wss"}
+
+
+def resolve_rpc_endpoint(
+    control_url: str, rpc_endpoint: str, *, allow_insecure: bool = False
+) -> str:
+    """The data plane's absolute ``ws(s)://`` URL, from the server's ``rpcEndpoint``.
 
     A path is resolved against the control URL's scheme and authority; an absolute
-    ``http(s)`` URL becomes ``ws(s)``.
+    ``http(s)`` URL becomes ``ws(s)``; dot segments are removed. Credentials are dropped:
+    the data plane takes none (protocol.md §1) and keeping them would only risk showing
+    them in a repr or a log.
+
+    Raises:
+        ValueError: a scheme other than ``ws``/``wss``/``http``/``https``, no host, or a
+            plain ``ws://`` data plane under a ``wss://`` control URL without
+            ``allow_insecure`` (the message never repeats the endpoint itself).
     """
-    target = urllib.parse.urlsplit(rpc_endpoint)
-    scheme = {"http": "ws", "https": "wss"}.get(target.scheme, target.scheme)
-    if scheme in ("ws", "wss") and target.netloc:
-        return urllib.parse.urlunsplit(target._replace(scheme=scheme))
     base = urllib.parse.urlsplit(control_url)
-    path = target.path if target.path.startswith("/") else "/" + target.path
-    return urllib.parse.urlunsplit((base.scheme, base.netloc, path, target.query, ""))
+    target = urllib.parse.urlsplit(rpc_endpoint)
+    if target.scheme:
+        scheme = _RPC_SCHEMES.get(target.scheme.lower())
+        if scheme is None:
+            raise ValueError(
+                f"rpcEndpoint has the scheme {target.scheme[:16]!r}; "
+                "expected ws, wss, http, https or a path"
+            )
+    else:
+        scheme = base.scheme
+    # An absolute URL names its own host; only a path borrows the control URL's.
+    netloc = (target.netloc if target.scheme or target.netloc else base.netloc).rpartition("@")[2]
+    if not urllib.parse.urlsplit(f"{scheme}://{netloc}").hostname:
+        raise ValueError("rpcEndpoint has no host")
+    if base.scheme == "wss" and scheme == "ws" and not allow_insecure:
+        raise ValueError(
+            "rpcEndpoint would move the data plane from wss:// to plain ws://; "
+            "pass ClientConfig(allow_insecure=True) to allow it"
+        )
+    # urljoin removes dot segments (RFC 3986 §5.2.4) and roots a relative path.
+    path = urllib.parse.urlsplit(urllib.parse.urljoin("ws://host/", target.path)).path
+    return urllib.parse.urlunsplit((scheme, netloc, path, target.query, ""))
 
 
 async def discard(ws: WebSocketConnection) -> None:

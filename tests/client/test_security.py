@@ -81,9 +81,62 @@ async def test_open_session_refuses_insecure_before_connecting() -> None:
 def test_rpc_endpoint_resolution() -> None:
     base = "wss://sim.example:8443/backtest"
     assert resolve_rpc_endpoint(base, "/backtest/abc") == "wss://sim.example:8443/backtest/abc"
+    assert resolve_rpc_endpoint(base, "backtest/abc") == "wss://sim.example:8443/backtest/abc"
     assert resolve_rpc_endpoint(base, "https://other/backtest/x") == "wss://other/backtest/x"
-    assert resolve_rpc_endpoint(base, "http://other:80/b/x") == "ws://other:80/b/x"
-    assert resolve_rpc_endpoint(base, "ws://other/b") == "ws://other/b"
+    assert resolve_rpc_endpoint(base, "WSS://other/backtest/x") == "wss://other/backtest/x"
+    assert resolve_rpc_endpoint(base, "/backtest/x?v=2") == "wss://sim.example:8443/backtest/x?v=2"
+    plain = "ws://127.0.0.1:9/backtest"
+    assert resolve_rpc_endpoint(plain, "http://other:80/b/x") == "ws://other:80/b/x"
+    assert resolve_rpc_endpoint(plain, "ws://other/b") == "ws://other/b"
+    assert resolve_rpc_endpoint(plain, "wss://other/b") == "wss://other/b"
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "resolved"),
+    [
+        ("/backtest/x/../y", "wss://sim.example/backtest/y"),
+        ("/backtest/../../../etc/passwd", "wss://sim.example/etc/passwd"),
+        ("/backtest/./x/.", "wss://sim.example/backtest/x/"),
+        ("https://other/a/b/../../backtest/x", "wss://other/backtest/x"),
+    ],
+)
+def test_rpc_endpoint_dot_segments_are_removed(endpoint: str, resolved: str) -> None:
+    assert resolve_rpc_endpoint("wss://sim.example/backtest", endpoint) == resolved
+
+
+def test_rpc_endpoint_credentials_are_dropped() -> None:
+    for endpoint in ("wss://user:hunter2@other:9/backtest/x", "https://hunter2@other:9/backtest/x"):
+        resolved = resolve_rpc_endpoint("wss://sim.example/backtest", endpoint)
+        assert resolved == "wss://other:9/backtest/x"
+    # Credentials in the control URL never reach the data plane either.
+    resolved = resolve_rpc_endpoint("wss://me:hunter2@sim.example/backtest", "/backtest/x")
+    assert resolved == "wss://sim.example/backtest/x"
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "why"),
+    [
+        ("ftp://other/backtest/x", "scheme 'ftp'"),
+        ("javascript:alert(1)", "scheme 'javascript'"),
+        ("file:///etc/passwd", "scheme 'file'"),
+        ("wss://", "no host"),
+        ("https://hunter2@/backtest/x", "no host"),
+        ("ws://other/backtest/x", "from wss:// to plain ws://"),
+        ("http://other/backtest/x", "from wss:// to plain ws://"),
+    ],
+)
+def test_rpc_endpoint_refusals(endpoint: str, why: str) -> None:
+    with pytest.raises(ValueError, match=why) as info:
+        resolve_rpc_endpoint("wss://sim.example/backtest", endpoint)
+    assert "hunter2" not in str(info.value)
+    assert "other" not in str(info.value)
+
+
+def test_rpc_endpoint_downgrade_needs_allow_insecure() -> None:
+    resolved = resolve_rpc_endpoint(
+        "wss://sim.example/backtest", "ws://other/backtest/x", allow_insecure=True
+    )
+    assert resolved == "ws://other/backtest/x"
 
 
 def test_empty_key_is_rejected() -> None:

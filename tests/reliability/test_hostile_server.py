@@ -52,6 +52,7 @@ from trio_backtest import (
     Transaction,
     Up,
     open_backtest_session,
+    open_parallel_session,
 )
 
 SIMPLE = CreateSession(start_slot=10, slot_count=5)
@@ -894,3 +895,51 @@ async def test_an_error_answer_to_the_create(
     assert second.opened_at == first.opened_at
     (cause,) = _reconnect_causes(history)
     assert cause.kind is CauseKind.SERVER_ERROR
+
+
+# ---------------------------------------------------------------- rpcEndpoint
+
+SECURE_URL = "wss://localhost:9/backtest"
+
+
+@pytest.mark.parametrize("parallel", [False, True], ids=["single", "parallel"])
+@pytest.mark.parametrize(
+    "endpoint",
+    ["ftp://localhost:9/backtest/s", "ws://localhost:9/backtest/s", "javascript:alert(1)"],
+)
+async def test_an_unusable_rpc_endpoint_fails_the_create_at_once(
+    endpoint: str, parallel: bool, autojump_clock: trio.abc.Clock
+) -> None:
+    # Only ws/wss/http/https, and no plain ws:// data plane under a wss:// control URL.
+    async def script(conn: FakeConnection) -> None:
+        await conn.expect("createBacktestSession")
+        await conn.send(control("sessionCreated", {"sessionId": "s", "rpcEndpoint": endpoint}))
+        await conn.hang()
+
+    opener = open_parallel_session if parallel else open_backtest_session
+    async with open_fake_server(script) as fake:
+        with pytest.raises(SessionCreateError, match="rpcEndpoint is unusable"):
+            async with opener(SECURE_URL, SECRET_KEY, RESUMABLE, connector=fake):
+                pytest.fail("the create cannot succeed")  # pragma: no cover
+    assert len(fake.of("control")) == 1  # not retried
+
+
+async def test_credentials_in_the_rpc_endpoint_are_dropped(
+    autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def script(conn: FakeConnection) -> None:
+        await conn.expect("createBacktestSession")
+        rpc = "wss://user:hunter2@localhost:9/backtest/a/../s"
+        await conn.send(control("sessionCreated", {"sessionId": "s", "rpcEndpoint": rpc}))
+        await conn.send(control("slotNotification", 10))
+        await conn.send(control("readyForContinue"))
+
+    async with (
+        open_fake_server(script) as fake,
+        open_backtest_session(SECURE_URL, SECRET_KEY, SIMPLE, connector=fake) as session,
+    ):
+        await until_ready(session)
+        texts = [repr(session.info), repr(session), str(session.info.rpc_endpoint)]
+    assert session.info.rpc_endpoint == "wss://localhost:9/backtest/s"
+    texts += [record.getMessage() for record in caplog.records]
+    assert not [text for text in texts if "hunter2" in text]
