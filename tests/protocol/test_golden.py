@@ -943,9 +943,12 @@ def test_continue_to_without_a_batch_index_pauses_at_the_slot_start() -> None:
     }
 
 
-def test_slot_notification_also_decodes_from_an_object() -> None:
-    decoded = decode_control(frame({"method": "slotNotification", "params": {"slot": START}}))
-    assert decoded.message == Slot(START)
+def test_slot_notification_from_an_object_breaks_the_protocol() -> None:
+    # protocol.md §2.2, §7: the slot is a bare integer; the old tolerance of an object
+    # delivered a hostile server's {"slot": ...} as a Slot.
+    with pytest.raises(ProtocolError, match="params must be a slot") as info:
+        decode_control(frame({"method": "slotNotification", "params": {"slot": START}}))
+    assert info.value.method == "slotNotification"
 
 
 @pytest.mark.parametrize(
@@ -1250,15 +1253,9 @@ BAD_CONTROL = [
         ["key 'sessionIds'", "expected a list, got str"],
         id="attachedV2-ids-str",
     ),
-    pytest.param(
-        "slotNotification", "5", ["params must be an integer slot, got str"], id="slot-str"
-    ),
-    pytest.param(
-        "slotNotification", True, ["params must be an integer slot, got bool"], id="slot-bool"
-    ),
-    pytest.param(
-        "slotNotification", None, ["params must be an integer slot, got null"], id="slot-null"
-    ),
+    pytest.param("slotNotification", "5", ["params must be a slot", "got str"], id="slot-str"),
+    pytest.param("slotNotification", True, ["params must be a slot", "got bool"], id="slot-bool"),
+    pytest.param("slotNotification", None, ["params must be a slot", "got null"], id="slot-null"),
     pytest.param("status", None, ["missing key 'status'"], id="status-null"),
     pytest.param(
         "status", {"status": 3}, ["key 'status'", "expected a string, got int"], id="status-int"
@@ -1938,6 +1935,93 @@ def test_bad_rpc_message_names_method_and_key(
     assert info.value.method == method
     assert info.value.rpc_id == rpc_id
     assert isinstance(info.value, ValueError)
+
+
+# ---------------------------------------------------------------- plausibility (§7)
+
+#: Values a slot or seqId may not take, as JSON text: negative, beyond 64 bits (orjson
+#: reads it as a float), float, string, boolean, object, list.
+NOT_U64 = ["-1", "-9223372036854775808", "18446744073709551616", "1.5", "7.0", '"7"', "true"]
+NOT_U64 += ['{"slot": 7}', "[7]"]
+
+#: Where slots and seqIds travel, with ``%s`` for the value, and what the error names.
+U64_SITES = [
+    ('{"method": "slotNotification", "params": %s}', "params must be a slot"),
+    ('{"method": "paused", "params": {"slot": %s, "batchIndex": 0}}', "key 'slot'"),
+    (
+        '{"method": "discoveryBatch", "params": {"slot": %s, "batchIndex": 0, "transactions": []}}',
+        "key 'slot'",
+    ),
+    (
+        '{"method": "sessionsCreatedV2", "params": {"controlSessionId": "c", "sessionIds": ["a"],'
+        ' "startSlots": [%s], "endSlots": [9]}}',
+        "key 'startSlots'",
+    ),
+    ('{"method": "readyForContinue", "seqId": %s}', "'seqId'"),
+    (
+        '{"method": "sessionEventV2", "params": {"sessionId": "a", "seqId": %s,'
+        ' "event": {"method": "readyForContinue"}}}',
+        "'seqId'",
+    ),
+    (
+        '{"method": "createBacktestSession", "params": {"startSlot": %s, "endSlot": 9}}',
+        "'startSlot'",
+    ),
+    ('{"method": "continueTo", "params": {"slot": %s, "batchIndex": null}}', "key 'slot'"),
+    (
+        '{"method": "attachBacktestSession", "params": {"session_id": "a", "last_sequence": %s}}',
+        "key 'last_sequence'",
+    ),
+    (
+        '{"method": "attachParallelControlSessionV2",'
+        ' "params": {"control_session_id": "c", "last_sequences": {"a": %s}}}',
+        "key 'last_sequences'",
+    ),
+]
+U64_RPC_SITES = [
+    (
+        '{"jsonrpc": "2.0", "method": "transactionNotification", "params": {"subscription": 1,'
+        ' "result": {"slot": %s, "transaction": {"signatures": ["s"]}}}}',
+        "key 'slot'",
+    ),
+    (
+        '{"jsonrpc": "2.0", "method": "accountDiffNotification", "params": {"subscription": 1,'
+        ' "result": {"context": {"slot": %s}, "account": "a", "signature": "s",'
+        ' "pre": null, "post": null}}}',
+        "key 'slot'",
+    ),
+    (
+        '{"jsonrpc": "2.0", "id": 1, "method": "transactionSubscribe",'
+        ' "params": ["a", {"replayFromSlot": %s}]}',
+        "'replayFromSlot'",
+    ),
+]
+
+
+@pytest.mark.parametrize("value", NOT_U64)
+@pytest.mark.parametrize(("site", "names"), U64_SITES + U64_RPC_SITES)
+def test_slots_and_seq_ids_are_unsigned_64_bit(site: str, names: str, value: str) -> None:
+    decode = decode_rpc if '"jsonrpc"' in site else decode_control
+    with pytest.raises(ProtocolError) as info:
+        decode(site % value)
+    assert names in str(info.value)
+
+
+@pytest.mark.parametrize(("site", "names"), U64_SITES + U64_RPC_SITES)
+def test_the_bounds_of_unsigned_64_bit_are_accepted(site: str, names: str) -> None:
+    decode = decode_rpc if '"jsonrpc"' in site else decode_control
+    for value in ("0", str(2**64 - 1)):
+        decode(site % value)
+
+
+@pytest.mark.parametrize("value", NOT_U64)
+def test_a_replay_window_error_with_an_implausible_oldest_slot_offers_none(value: str) -> None:
+    error = decode_rpc(
+        '{"jsonrpc": "2.0", "id": 1, "error": {"code": -32010, "message": "x",'
+        f' "data": {{"oldestSlot": {value}}}}}}}'
+    )
+    assert isinstance(error, RpcError)
+    assert error.oldest_slot is None
 
 
 def test_encoders_refuse_foreign_values() -> None:

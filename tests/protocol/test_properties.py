@@ -80,6 +80,8 @@ FUZZ_SETTINGS = settings(SETTINGS, max_examples=100)
 
 ints = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 naturals = st.integers(min_value=0, max_value=2**63 - 1)
+#: Slots and seqIds: unsigned 64-bit integers (protocol.md §7).
+slots = st.integers(min_value=0, max_value=2**64 - 1)
 texts = st.text(max_size=16)
 keys = st.text(max_size=10)
 json_scalars = (
@@ -116,8 +118,8 @@ def optional(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
 discoveries = st.builds(Discovery, program_executed=texts, extra=extras(field_names(Discovery)))
 create_params = st.builds(
     CreateSessionParams,
-    start_slot=ints,
-    end_slot=ints,
+    start_slot=slots,
+    end_slot=slots,
     signer_filter=optional(st.lists(texts, max_size=3).map(tuple)),
     send_summary=optional(st.booleans()),
     disconnect_timeout_secs=optional(ints),
@@ -149,13 +151,13 @@ CLIENT_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     ),
     Continue: st.builds(Continue, params=continue_params),
     ContinueTo: st.builds(
-        ContinueTo, slot=ints, batch_index=ints, extra=extras(field_names(ContinueTo))
+        ContinueTo, slot=slots, batch_index=ints, extra=extras(field_names(ContinueTo))
     ),
     CloseBacktestSession: st.just(CloseBacktestSession()),
     AttachBacktestSession: st.builds(
         AttachBacktestSession,
         session_id=texts,
-        last_sequence=optional(ints),
+        last_sequence=optional(slots),
         extra=extras(field_names(AttachBacktestSession)),
     ),
     ResumeAttachedSession: st.just(ResumeAttachedSession()),
@@ -168,7 +170,7 @@ CLIENT_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     ContinueToSessionV1: st.builds(
         ContinueToSessionV1,
         session_id=texts,
-        slot=ints,
+        slot=slots,
         batch_index=ints,
         extra=extras(spellings("session_id", "params")),
     ),
@@ -178,7 +180,7 @@ CLIENT_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     AttachParallelControlSessionV2: st.builds(
         AttachParallelControlSessionV2,
         control_session_id=texts,
-        last_sequences=st.dictionaries(keys, ints, max_size=3),
+        last_sequences=st.dictionaries(keys, slots, max_size=3),
         extra=extras(field_names(AttachParallelControlSessionV2)),
     ),
 }
@@ -237,12 +239,12 @@ def unknown_messages(excluded: set[str], reserved: set[str]) -> st.SearchStrateg
 
 EVENT_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     ReadyForContinue: st.just(ReadyForContinue()),
-    Slot: st.builds(Slot, ints),
+    Slot: st.builds(Slot, slots),
     Status: st.builds(Status, status=texts, extra=extras(field_names(Status))),
-    Paused: st.builds(Paused, slot=ints, batch_index=ints, extra=extras(field_names(Paused))),
+    Paused: st.builds(Paused, slot=slots, batch_index=ints, extra=extras(field_names(Paused))),
     DiscoveryBatch: st.builds(
         DiscoveryBatch,
-        slot=ints,
+        slot=slots,
         batch_index=ints,
         transactions=st.lists(texts, max_size=3).map(tuple),
         extra=extras(field_names(DiscoveryBatch)),
@@ -275,8 +277,8 @@ SERVER_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
         SessionsCreatedV2,
         control_session_id=texts,
         session_ids=st.lists(texts, max_size=3).map(tuple),
-        start_slots=st.lists(ints, max_size=3).map(tuple),
-        end_slots=st.lists(ints, max_size=3).map(tuple),
+        start_slots=st.lists(slots, max_size=3).map(tuple),
+        end_slots=st.lists(slots, max_size=3).map(tuple),
         extra=extras(field_names(SessionsCreatedV2)),
     ),
     ParallelSessionAttachedV2: st.builds(
@@ -289,7 +291,7 @@ SERVER_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     SessionEventV2: st.builds(
         SessionEventV2,
         session_id=texts,
-        seq_id=ints,
+        seq_id=slots,
         event=server_events,
         extra=extras(spellings("session_id", "seq_id", "event")),
     ),
@@ -375,7 +377,7 @@ def transaction_payloads() -> st.SearchStrategy[TransactionPayload]:
 
     return st.builds(
         build,
-        ints,
+        slots,
         st.lists(texts, min_size=1, max_size=2),
         json_objects,
         st.dictionaries(
@@ -407,7 +409,7 @@ def account_diff_payloads() -> st.SearchStrategy[AccountDiffPayload]:
 
     return st.builds(
         build,
-        ints,
+        slots,
         optional(ints),
         texts,
         texts,
@@ -450,7 +452,7 @@ RPC_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
         TransactionSubscribe,
         id=ints,
         program_id=texts,
-        replay_from_slot=optional(ints),
+        replay_from_slot=optional(slots),
         compression=optional(texts),
         extra=extras(field_names(TransactionSubscribe)),
     ),
@@ -459,7 +461,7 @@ RPC_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
         id=ints,
         address=texts,
         address_type=optional(texts),
-        replay_from_slot=optional(ints),
+        replay_from_slot=optional(slots),
         compression=optional(texts),
         extra=extras(field_names(AccountDiffSubscribe)),
     ),

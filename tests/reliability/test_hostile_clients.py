@@ -192,10 +192,11 @@ _WRONG_TYPES = [
     (_create_frame({**_OK, "disconnectTimeoutSecs": "5"}), "disconnectTimeoutSecs"),
     (_create_frame({**_OK, "discoveries": 7}), "discoveries"),
     (_create_frame({**_OK, "parallel": "true"}), "parallel"),
+    # Slots are unsigned 64-bit integers (protocol.md §7): a negative one is a wrong type.
+    (_create_frame({"startSlot": -1, "endSlot": 20}), "startSlot"),
 ]
 #: Creates with well-typed but bad values: the server's own checks.
 _BAD_VALUES = [
-    (_create_frame({"startSlot": -1, "endSlot": 20}), "startSlot"),
     (_create_frame({"startSlot": 30, "endSlot": 20}), "endSlot"),
     (_create_frame({**_OK, "disconnectTimeoutSecs": 901}), "disconnectTimeoutSecs"),
     (_create_frame({**_OK, "parallel": True}), "parallel"),

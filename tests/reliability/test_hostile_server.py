@@ -93,7 +93,8 @@ async def test_unknown_method_is_counted_not_delivered_and_the_session_goes_on(
 
 async def _continue_and_collect(session: ManagedBacktestSession) -> list[ManagedEvent]:
     await session.send_continue(ContinueParams(advance_count=1))
-    return await until_ready(session)
+    with trio.fail_after(600):  # virtual seconds: a hang fails instead
+        return await until_ready(session)
 
 
 async def test_frames_that_are_not_json_are_counted_and_dropped(
@@ -151,6 +152,14 @@ WRONG_TYPES: list[object] = [
     {"method": "status", "params": {"status": 5}},
     {"method": "completed", "params": 3},
     {"method": "error", "params": 17},
+    # protocol.md §7: slots and seqIds are unsigned 64-bit integers.
+    {"method": "slotNotification", "params": -1},
+    {"method": "slotNotification", "params": {"slot": 11}},
+    {"method": "slotNotification", "params": 11.0},
+    {"method": "slotNotification", "params": True},
+    {"method": "slotNotification", "params": 2**63 + 2**62, "seqId": -4},
+    {"method": "paused", "params": {"slot": -11, "batchIndex": None}},
+    {"method": "discoveryBatch", "params": {"slot": 1.5, "batchIndex": 0, "transactions": []}},
 ]
 
 
@@ -278,6 +287,57 @@ async def test_seq_id_going_back_is_dropped_and_a_jump_is_accepted_and_logged(
     jumps = [r for r in caplog.records if "seqId" in r.getMessage() and "9" in r.getMessage()]
     assert len(jumps) == 1
     assert jumps[0].levelno == logging.WARNING
+
+
+@pytest.mark.parametrize(
+    ("frame", "when"),
+    [
+        (control("slotNotification", -5, seq=4), "replay"),
+        (control("status", {"status": "bogus"}, seq=3 + 1_000_001), "replay"),
+        (control("status", {"status": "bogus"}, seq=3 + 1_000_001), "live"),
+    ],
+    ids=["negative-slot-in-a-replay", "seq-id-jump-in-a-replay", "seq-id-jump-live"],
+)
+async def test_an_implausible_frame_breaks_the_connection_and_moves_no_mark(
+    frame: dict[str, object], when: str, autojump_clock: trio.abc.Clock
+) -> None:
+    # protocol.md §7: during a handshake (the replay of a re-attach) a value that breaks
+    # the protocol breaks the connection; a seqId more than 1,000,000 past the mark always
+    # does — accepted, it would silence the session (every later message a duplicate).
+    attached: list[int | None] = []
+
+    async def script(conn: FakeConnection) -> None:
+        if conn.number == 1:
+            await conn.create(seq=iter([1, 2, 3]))
+            if when == "live":
+                await conn.send(frame)
+                await conn.hang()
+            await conn.close(1011)
+            return
+        attached.append((await conn.attach())["last_sequence"])
+        if conn.number == 2 and when == "replay":
+            await conn.send(frame)
+            await conn.hang()
+        await conn.expect("resumeAttachedSession")
+        await conn.send(control("success"))
+
+    connections = 2 if when == "live" else 3
+    async with (
+        open_fake_server(script) as fake,
+        open_backtest_session(URL, SECRET_KEY, RESUMABLE, connector=fake) as session,
+    ):
+        assert await until_ready(session) == [Slot(10), ReadyForContinue()]
+        with trio.fail_after(600):
+            await session.status.wait_for(
+                lambda s: isinstance(s, Up) and len(attached) == connections - 1
+            )
+        stats = session.statistics()
+        history = session.status.history
+    assert attached == [3] * (connections - 1)
+    assert stats.protocol_errors == 1
+    assert stats.events == {"Slot": 1, "ReadyForContinue": 1}
+    assert _reconnect_causes(history)[-1].kind is CauseKind.PROTOCOL
+    assert len(fake.of("control")) == connections
 
 
 def _reconnect_causes(history: tuple[ConnectionStatus, ...]) -> list[DisconnectCause]:

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 import attrs
 
-__all__ = ["camel", "extra_field", "omitted_if_none", "snake"]
+__all__ = ["U64_MAX", "camel", "extra_field", "is_u64", "omitted_if_none", "snake"]
 
 #: Metadata flag: the key is left out of the encoded message when the value is ``None``.
 OMIT_NONE = "trio_backtest.omit_none"
+
+#: Slots and ``seqId``s are unsigned 64-bit integers (protocol.md §7).
+U64_MAX = 2**64 - 1
+
+
+def is_u64(value: object) -> TypeGuard[int]:
+    """Whether ``value`` is an unsigned 64-bit integer (never a bool, float or string)."""
+    return type(value) is int and 0 <= value <= U64_MAX
 
 
 def camel(name: str) -> str:

@@ -9,7 +9,7 @@ import attrs
 
 from ._control import UnknownMessage
 from ._errors import ProtocolError
-from ._fields import extra_field, omitted_if_none
+from ._fields import extra_field, is_u64, omitted_if_none
 
 __all__ = [
     "ACCOUNT_DIFF_NOTIFICATION",
@@ -120,16 +120,19 @@ class RpcError:
         """For ``-32010``: the oldest slot the server can still replay."""
         if self.code == REPLAY_WINDOW_EXCEEDED and isinstance(self.data, Mapping):
             value = self.data.get("oldestSlot", self.data.get("oldest_slot"))
-            if type(value) is int:
+            if is_u64(value):
                 return value
         return None
 
 
-def _require_int(raw: Mapping[str, Any], key: str, where: str) -> int:
+def _require_slot(raw: Mapping[str, Any], key: str, where: str) -> int:
     value = raw.get(key)
-    if type(value) is not int:
-        raise ProtocolError(f"{where}: key {key!r} must be an integer, got {_kind(value)}")
-    return value
+    if is_u64(value):
+        return value
+    raise ProtocolError(
+        f"{where}: key {key!r} must be a slot (an unsigned 64-bit integer), "
+        f"got {_kind(value)} {value!r:.40}"
+    )
 
 
 def _kind(value: Any) -> str:
@@ -157,7 +160,7 @@ class TransactionPayload:
         where = TRANSACTION_NOTIFICATION
         if not isinstance(raw, dict):
             raise ProtocolError(f"{where}: result must be an object, got {_kind(raw)}")
-        slot = _require_int(raw, "slot", where)
+        slot = _require_slot(raw, "slot", where)
         tx = raw.get("transaction")
         signatures = tx.get("signatures") if isinstance(tx, dict) else None
         if not isinstance(signatures, list) or not signatures or type(signatures[0]) is not str:
@@ -198,7 +201,7 @@ class AccountDiffPayload:
         context = raw.get("context")
         if not isinstance(context, dict):
             raise ProtocolError(f"{where}: key 'context' must be an object")
-        slot = _require_int(context, "slot", where + ".context")
+        slot = _require_slot(context, "slot", where + ".context")
         tx_index = context.get("txIndex", context.get("tx_index"))
         if tx_index is not None and type(tx_index) is not int:
             raise ProtocolError(f"{where}: key 'context.txIndex' must be an integer")

@@ -28,7 +28,7 @@ from . import _errors_model as e
 from . import _rpc as r
 from ._base58 import base58_decode
 from ._errors import ProtocolError
-from ._fields import OMIT_NONE, camel
+from ._fields import OMIT_NONE, camel, is_u64
 
 __all__ = ["decode_control", "decode_rpc", "encode_control", "encode_rpc"]
 
@@ -130,6 +130,34 @@ class _Record:
 
 _RECORDS: dict[type[Any], _Record] = {}
 
+#: Fields that carry slots or ``seqId``s: unsigned 64-bit integers, in both directions
+#: (protocol.md §7). A negative, float, string, boolean or object value is refused.
+_U64_FIELDS: Final[frozenset[tuple[type[Any], str]]] = frozenset(
+    {
+        (c.CreateSessionParams, "start_slot"),
+        (c.CreateSessionParams, "end_slot"),
+        (c.ContinueTo, "slot"),
+        (c.AttachBacktestSession, "last_sequence"),
+        (c.AttachParallelControlSessionV2, "last_sequences"),
+        (c.SessionsCreatedV2, "start_slots"),
+        (c.SessionsCreatedV2, "end_slots"),
+        (c.Slot, "slot"),
+        (c.Paused, "slot"),
+        (c.DiscoveryBatch, "slot"),
+        (r.TransactionSubscribe, "replay_from_slot"),
+        (r.AccountDiffSubscribe, "replay_from_slot"),
+    }
+)
+
+
+def _check_u64(value: Any, what: str) -> None:
+    """Refuse anything but an unsigned 64-bit integer (``None`` and containers pass
+    through to their items)."""
+    items = value.values() if isinstance(value, Mapping) else value
+    for item in items if isinstance(value, Mapping | tuple) else (value,):
+        if item is not None and not is_u64(item):
+            raise ProtocolError(f"{what}: expected an unsigned 64-bit integer, got {item!r:.40}")
+
 
 def _record(cls: type[Any]) -> _Record:
     found = _RECORDS.get(cls)
@@ -169,6 +197,8 @@ def _structure_record(cls: type[T], value: Any, where: str) -> T:
         key, item = found[f.name]
         try:
             kwargs[f.name] = _converter.structure(item, cast(Any, f.type))
+            if (cls, f.name) in _U64_FIELDS:
+                _check_u64(kwargs[f.name], "a slot or seqId")
         except ProtocolError as exc:
             raise ProtocolError(f"{where}: key {key!r}: {exc}") from None
         except Exception as exc:  # cattrs' own complaints about a value's shape
@@ -297,10 +327,12 @@ def _decode_create(params: Any, method: str) -> c.CreateBacktestSession:
 
 
 def _decode_slot(params: Any, method: str) -> c.Slot:
-    if isinstance(params, dict):
-        return _structure_record(c.Slot, params, method)
-    if type(params) is not int:
-        raise ProtocolError(f"{method}: params must be an integer slot, got {_kind(params)}")
+    # The bare slot only: an object (``{"slot": 5}``) breaks the protocol (§2.2, §7).
+    if not is_u64(params):
+        raise ProtocolError(
+            f"{method}: params must be a slot (an unsigned 64-bit integer), "
+            f"got {_kind(params)} {params!r:.40}"
+        )
     return c.Slot(params)
 
 
@@ -337,8 +369,10 @@ def _decode_event_v2(params: Any, method: str) -> c.SessionEventV2:
     event = params.get("event")
     if type(session_id) is not str:
         raise ProtocolError(f"{method}: key 'sessionId' must be a string, got {_kind(session_id)}")
-    if type(seq_id) is not int:
-        raise ProtocolError(f"{method}: key 'seqId' must be an integer, got {_kind(seq_id)}")
+    if not is_u64(seq_id):
+        raise ProtocolError(
+            f"{method}: key 'seqId' must be an unsigned 64-bit integer, got {_kind(seq_id)}"
+        )
     if not isinstance(event, dict):
         raise ProtocolError(f"{method}: key 'event' must be an object, got {_kind(event)}")
     inner: c.ServerEvent
@@ -455,8 +489,11 @@ def decode_control(data: str | bytes) -> c.Sequenced[c.ControlMessage]:
     if not isinstance(obj, dict):
         raise ProtocolError(f"control message: expected a JSON object, got {_kind(obj)}")
     seq_id = obj.get("seqId", obj.get("seq_id"))
-    if seq_id is not None and type(seq_id) is not int:
-        raise ProtocolError(f"control message: key 'seqId' must be an integer, got {_kind(seq_id)}")
+    if seq_id is not None and not is_u64(seq_id):
+        raise ProtocolError(
+            f"control message: key 'seqId' must be an unsigned 64-bit integer, "
+            f"got {_kind(seq_id)} {seq_id!r:.40}"
+        )
     return c.Sequenced(seq_id, _decode_envelope(obj, "control message"))
 
 
