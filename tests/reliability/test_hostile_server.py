@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import logging
 import random
+from typing import Any
 
 import orjson
 import pytest
@@ -48,6 +49,7 @@ from trio_backtest import (
     SessionCreateError,
     Slot,
     Status,
+    StreamGap,
     SubscriptionFailedError,
     Transaction,
     Up,
@@ -901,6 +903,138 @@ async def test_a_zstd_frame_that_inflates_past_the_limit_is_an_oversized_frame(
     assert second.received[0]["params"][1]["replayFromSlot"] == 10
     assert [c.kind for c in _reconnect_causes(handle.status.history)] == [CauseKind.OVERSIZE]
     assert stats.protocol_errors == 0
+
+
+def _window_exceeded(request: dict[str, Any], oldest: int) -> dict[str, object]:
+    return _rpc_error(request["id"], -32010, "replay window exceeded", {"oldestSlot": oldest})
+
+
+def _replay_from(request: dict[str, Any]) -> int | None:
+    value: int | None = request["params"][1].get("replayFromSlot")
+    return value
+
+
+async def test_a_replay_that_begins_far_beyond_the_session_loses_nothing(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # A replay whose first notification names a slot far beyond the session's end moved
+    # the cursor there; the next replay asked from that slot and a transaction was lost
+    # without a StreamGap. A slot outside the session is a protocol error: dropped,
+    # counted, and it moves no cursor.
+    async def data(conn: FakeConnection) -> None:
+        (sid,) = (await conn.ack_subscriptions(1)).values()
+        if conn.number == 1:
+            await conn.send(transaction(sid, 10, "s1"))
+        elif conn.number == 2:
+            await conn.send(transaction(sid, 10**12, "bogus"))
+            await conn.send(transaction(sid, 11, "s2"))
+        else:
+            replay_from = _replay_from(conn.received[0])
+            for slot, signature in ((10, "s1"), (11, "s2"), (12, "s3")):
+                if replay_from is not None and slot >= replay_from:
+                    await conn.send(transaction(sid, slot, signature))
+            await conn.send(transaction(sid, 13, "s4"))
+            return
+        await conn.close(1011)
+
+    async with (
+        open_fake_server(_with_data_plane(data)) as fake,
+        open_backtest_session(URL, SECRET_KEY, SIMPLE, connector=fake) as session,
+    ):
+        await session.subscribe_transactions([PROGRAM])
+        with trio.fail_after(600):
+            assert await _transactions(session, 4) == ["s1", "s2", "s3", "s4"]
+        stats = session.statistics()
+    assert stats.protocol_errors == 1
+    assert [_replay_from(c.received[0]) for c in fake.of("data")] == [10, 10, 11]
+
+
+async def test_a_replay_window_error_beyond_the_session_is_a_protocol_error_not_a_gap(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # protocol.md §7: an oldestSlot beyond the session's end is a protocol error, never
+    # a StreamGap; refusals back off through the policy instead of a tight loop.
+    subscribes: list[float] = []
+
+    async def data(conn: FakeConnection) -> None:
+        while len(subscribes) < 50:  # a tight loop would get this far
+            request = await conn.expect("transactionSubscribe")
+            subscribes.append(trio.current_time())
+            if conn.number == 1:
+                await conn.send(rpc_result(request["id"], 101))
+                await conn.send(transaction(101, 10, "s1"))
+                await conn.close(1011)
+                return
+            await conn.send(_window_exceeded(request, 10**6))
+
+    config = ClientConfig(reconnect_max_attempts=4, reconnect_jitter=0.0)
+    events: list[ManagedEvent] = []
+    async with (
+        open_fake_server(_with_data_plane(data)) as fake,
+        open_backtest_session(URL, SECRET_KEY, SIMPLE, connector=fake, config=config) as session,
+    ):
+        handle = await session.subscribe_transactions([PROGRAM])
+        with pytest.raises(SubscriptionFailedError, match="gave up after 4"), trio.fail_after(600):
+            while True:
+                events.append(await session.next_event())
+        stats = session.statistics()
+    assert not [e for e in events if isinstance(e, StreamGap)]
+    assert len(subscribes) == len(fake.of("data")) == 1 + 4
+    # client.md §3, jitter off: attempt 1 at once, then 0.25 s doubling.
+    waits = [b - a for a, b in itertools.pairwise(subscribes)]
+    assert waits == pytest.approx([0.0, 0.25, 0.5, 1.0], abs=1e-9)
+    assert stats.protocol_errors == 4
+    kinds = [c.kind for c in _reconnect_causes(handle.status.history)]
+    assert kinds == [CauseKind.CLOSED] + [CauseKind.PROTOCOL] * 3
+
+
+async def test_one_continuous_loss_is_one_stream_gap_however_often_the_window_moves(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # The server executes on while the subscription is down: each refusal offers a later
+    # oldest slot. The loss is one StreamGap, delivered when the subscription is back.
+    refusals = 0
+
+    async def data(conn: FakeConnection) -> None:
+        nonlocal refusals
+        if conn.number == 1:
+            (sid,) = (await conn.ack_subscriptions(1)).values()
+            await conn.send(transaction(sid, 10, "s1"))
+            await conn.close(1011)
+            return
+        while True:
+            request = await conn.expect("transactionSubscribe")
+            oldest = 13 + 3 * min(refusals, 2)  # moves twice, then the stride is over
+            replay_from = _replay_from(request)
+            if refusals >= 3 and replay_from is not None and replay_from >= oldest:
+                await conn.send(rpc_result(request["id"], 200))
+                await conn.send(transaction(200, oldest, "s19"))
+                return
+            refusals += 1
+            await conn.send(_window_exceeded(request, oldest))
+
+    create = CreateSession(start_slot=10, slot_count=30)
+    async with (
+        open_fake_server(_with_data_plane(data)) as fake,
+        open_backtest_session(URL, SECRET_KEY, create, connector=fake) as session,
+    ):
+        handle = await session.subscribe_transactions([PROGRAM])
+        with trio.fail_after(600):
+            events = [await session.next_event() for _ in range(5)]
+        stats = session.statistics()
+    delivered = [e for e in events if isinstance(e, Transaction | StreamGap)]
+    assert [getattr(e, "signature", e) for e in delivered] == [
+        "s1",
+        StreamGap(PROGRAM, 10, 18),
+        "s19",
+    ]
+    assert stats.gaps == 1
+    causes = _reconnect_causes(handle.status.history)
+    assert [(c.kind, c.code) for c in causes] == [
+        (CauseKind.CLOSED, 1011),
+        (CauseKind.SUBSCRIBE_REJECTED, -32010),
+    ]
+    assert len(fake.of("data")) == 3
 
 
 async def test_data_plane_4404_is_final(autojump_clock: trio.abc.Clock) -> None:
