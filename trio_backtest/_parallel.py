@@ -54,6 +54,7 @@ from .protocol import (
     SessionEventV2,
     SessionsCreatedV2,
     Success,
+    UnknownMessage,
     encode_control,
 )
 
@@ -213,12 +214,21 @@ class _BatchControl(ControlManager):
         for sub in self.open_subs():
             await sub.gate.deliver(item)
 
+    def _close_events(self) -> None:
+        for sub in self.subs.values():
+            sub.sink.close()
+
     def _finished(self) -> bool:
         return bool(self.subs) and not self.open_subs()
 
     async def _on_message(self, decoded: Sequenced[Any], link: Link, handshake: bool) -> object:
         message = decoded.message
         if not isinstance(message, SessionEventV2):
+            # Batch-level traffic concerns no sub-session: logged and counted, not delivered.
+            if isinstance(message, UnknownMessage):
+                self.counters.unknown_messages += 1
+                logger.info("parallel batch: ignored unknown method %r", message.method)
+                return None
             if isinstance(message, ServerError) and not handshake:
                 self.counters.unknown_messages += 1
                 logger.warning("parallel batch: server error for the batch: %s", message.message)
@@ -293,6 +303,11 @@ class ParallelSubSession(ManagedBacktestSession):
             raise ControlClosedError("this sub-session was closed")
         return await super().next_event()
 
+    async def _send(self, request: ContinueRequest) -> None:
+        if self._closed_by_user:
+            raise ControlClosedError("this sub-session was closed")
+        await super()._send(request)
+
     async def aclose(self) -> None:
         """End this sub-session only: its subscriptions, then its server-side session.
 
@@ -321,6 +336,11 @@ class ParallelStatistics:
     """Reconnects of the shared control connection."""
     control_status: str
     """The class name of the control connection's current status, e.g. ``Up``."""
+    control_unknown_messages: int
+    """Messages of the shared control connection that concern no sub-session: events for
+    an unknown sub-session, batch-level errors, unknown methods (logged, not delivered)."""
+    control_protocol_errors: int
+    """Frames of the shared control connection that broke the protocol (logged, dropped)."""
     sub_sessions: Mapping[str, SessionStatistics]
     """Each sub-session's statistics, by session id."""
     coordinator: CoordinatorStatistics
@@ -367,6 +387,8 @@ class ManagedParallelSession:
             control_session_id=self._batch.control_session_id,
             control_reconnects=self._batch.counters.reconnects,
             control_status=type(self._batch.status.value).__name__,
+            control_unknown_messages=self._batch.counters.unknown_messages,
+            control_protocol_errors=self._batch.counters.protocol_errors,
             sub_sessions={s.info.session_id: s.statistics() for s in self.sub_sessions},
             coordinator=self._coordinator.statistics(),
         )

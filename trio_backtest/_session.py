@@ -14,6 +14,7 @@ import trio
 from ._config import ClientConfig
 from ._control import ContinueRequest, ControlHandle
 from ._errors import (
+    ControlClosedError,
     ControlFailedError,
     ManagedSessionError,
     NotReadyError,
@@ -21,7 +22,7 @@ from ._errors import (
 )
 from ._events import ManagedEvent, SessionInfo
 from ._plumbing import Counters, Drained, Ended, unwrap_single
-from ._status import ConnectionStatus, Failed, Parked, StatusCell, Up
+from ._status import Closed, ConnectionStatus, Failed, Parked, StatusCell, Up
 from ._subscription import AddressType, Compression, CoordinatorLike, SubscriptionHandle
 from ._transport import ApiKey, Connector, check_transport_security, websocket_connector
 from .protocol import (
@@ -239,6 +240,11 @@ class ManagedBacktestSession:
             raise TypeError("pass a list of addresses, not a single string")
         if self._delivered_completion or self._held_completion is not None:
             raise ManagedSessionError("the session has completed; nothing more to subscribe to")
+        status = self._control.status.value
+        if isinstance(status, Failed):
+            raise ControlFailedError(status.reason)
+        if isinstance(status, Closed):
+            raise ControlClosedError("the session is closed")
         name = f"{kind}[{sum(1 for s in self._subscriptions if s.name.startswith(kind))}]"
         handle = SubscriptionHandle(
             kind=kind,
@@ -275,7 +281,8 @@ class ManagedBacktestSession:
         Raises:
             ControlFailedError: the control connection could not be recovered.
             SubscriptionFailedError: a subscription could not be recovered.
-            ControlClosedError: the server ended the session.
+            ControlClosedError: the server ended the session, or it was closed (its
+                block was left).
             trio.EndOfChannel: `Completed` was already delivered.
         """
         while True:
@@ -286,7 +293,11 @@ class ManagedBacktestSession:
             completion = self._completion_if_drained()
             if completion is not None:
                 return completion
-            item = await self._source.receive()
+            try:
+                item = await self._source.receive()
+            except trio.EndOfChannel:
+                # Every manager has ended without a failure to report: the block was left.
+                raise ControlClosedError("the session is closed") from None
             match item:
                 case Ended(error=error) if error is not None:
                     self._failure = error  # type: ignore[assignment]
@@ -344,6 +355,7 @@ class ManagedBacktestSession:
             NotReadyError: the last readiness event was already answered; nothing sent.
             ControlFailedError / SubscriptionFailedError: a connection failed while
                 waiting.
+            ControlClosedError: the session is closed; nothing sent.
         """
         await self._send(Continue(params if params is not None else ContinueParams()))
 
@@ -354,6 +366,7 @@ class ManagedBacktestSession:
 
         Raises:
             NotReadyError: the last readiness event was already answered; nothing sent.
+            ControlClosedError: the session is closed; nothing sent.
         """
         await self._send(ContinueTo(slot, batch_index))
 
@@ -415,6 +428,8 @@ class ManagedBacktestSession:
                     if name == "control":
                         raise ControlFailedError(value.reason)
                     raise SubscriptionFailedError(value.reason)
+                if isinstance(value, Closed) and name == "control":
+                    raise ControlClosedError("the session is closed")
             if all(isinstance(cell.value, Up) for _, cell in cells):
                 return
             await _any_change([cell for _, cell in cells])
@@ -542,3 +557,5 @@ async def open_backtest_session(
                 yield session
             finally:
                 nursery.cancel_scope.cancel()
+                # Only the managers' clones send; once they end, next_event sees the end.
+                sink.close()

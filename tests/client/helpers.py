@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterable
 from typing import Any, Literal
 
@@ -107,3 +108,16 @@ async def drop_again_and_again(
 def attempts(cell: StatusCell) -> list[int]:
     """The attempt number of every ``Reconnecting`` in ``cell``'s history."""
     return [s.attempt for s in cell.history if isinstance(s, Reconnecting)]
+
+
+class FixedRandom(random.Random):
+    """``uniform(a, b)`` returns ``a + fraction * (b - a)`` and records each call."""
+
+    def __init__(self, fraction: float) -> None:
+        super().__init__(0)
+        self.fraction = fraction
+        self.calls: list[tuple[float, float]] = []
+
+    def uniform(self, a: float, b: float) -> float:
+        self.calls.append((a, b))
+        return a + self.fraction * (b - a)

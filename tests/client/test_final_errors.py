@@ -10,17 +10,15 @@ import pytest
 import trio
 from trio_websocket import WebSocketConnection
 
-from tests.client.helpers import until_ready
+from tests.client.helpers import FixedRandom, until_ready
 from tests.conftest import SECRET_KEY
 from trio_backtest import (
     ClientConfig,
     ContinueParams,
     ControlFailedError,
     CreateSession,
-    DisconnectCause,
     Failed,
     Reconnecting,
-    ReconnectPolicy,
     SessionCreateError,
     open_backtest_session,
 )
@@ -148,7 +146,7 @@ async def test_backoff_schedule_matches_the_policy_exactly(
     server: LocalServer, autojump_clock: trio.abc.Clock
 ) -> None:
     connector = RecordingConnector(server.connector())
-    config = ClientConfig(rng=random.Random(42))
+    config = ClientConfig(rng=FixedRandom(1.0))  # every jitter draw at its top: x 1.2
     create = CreateSession(start_slot=0, slot_count=5, disconnect_timeout_secs=900)
     async with open_backtest_session(
         server.url, SECRET_KEY, create, connector=connector, config=config
@@ -159,11 +157,7 @@ async def test_backoff_schedule_matches_the_policy_exactly(
         await session.status.wait_for(lambda s: isinstance(s, Reconnecting))
         await session.send_continue(ContinueParams(advance_count=10))
         attempts = connector.control_attempts()
-    # Replay the policy with the same random source: the first draw is the session's
-    # (none happen before the first drop), so a fresh Random(42) sees the same values.
-    policy, rng = ReconnectPolicy(ClientConfig()), random.Random(42)
-    cause = DisconnectCause.http_status(500)
-    expected = [policy.delay(n, cause, rng) for n in range(1, 8)]
+    # client.md §3: attempt n >= 2 waits 0.25 s x 2^(n-2), here x 1.2 of jitter.
     gaps = [b - a for a, b in itertools.pairwise(attempts[1:])]
     assert len(attempts) == 1 + 7
-    assert gaps == pytest.approx(expected[1:], abs=1e-9)
+    assert gaps == pytest.approx([0.3, 0.6, 1.2, 2.4, 4.8, 9.6], abs=1e-9)

@@ -55,6 +55,7 @@ from trio_backtest import (
     Completed,
     ConnectionStatus,
     ContinueParams,
+    ControlClosedError,
     ControlFailedError,
     CreateSession,
     ManagedBacktestSession,
@@ -319,6 +320,12 @@ class LiveSessionMachine(RuleBasedStateMachine):
                 self.continues_sent += 1
             except (ControlFailedError, SubscriptionFailedError) as exc:
                 self.errors.append(exc)
+            except ControlClosedError as exc:
+                # The documented answer when the block is left while the continue waits
+                # for the connections (teardown); at any other time it is an error.
+                assert self._stop is not None
+                if not self._stop.is_set():
+                    self.errors.append(exc)
             finally:
                 self.continue_pending = False
 
