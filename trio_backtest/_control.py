@@ -19,7 +19,7 @@ from ._errors import (
     SessionCreateError,
 )
 from ._events import ControlEvent, SessionInfo
-from ._plumbing import Counters, Ended, unwrap_single
+from ._plumbing import Counters, Ended, hand_over, unwrap_single
 from ._policy import DisconnectCause, FailureWindow, GiveUp, ReconnectPolicy
 from ._status import Closed, Failed, Reconnecting, StatusCell, Up
 from ._transport import (
@@ -298,11 +298,12 @@ class ControlManager:
                 await self._receive(link, handshake=False)
 
     async def _reattach(self, link: Link, nursery: trio.Nursery) -> None:
+        # The user is reading events meanwhile, at their own pace: each awaited reply is
+        # timed only while waiting on the socket, never while the replay waits for the
+        # user (the create, where nobody can read yet, keeps a plain deadline).
         timeout = self._config.handshake_response_timeout
-        with trio.move_on_after(timeout) as scope:
+        with link.awaiting_reply("the attach answer", timeout):
             await self._attach(link)
-        if scope.cancelled_caught:
-            raise Dead(DisconnectCause.timeout("the attach answer"))
         self._on_attached(link)
         # The replay follows at once; deliver it while the subscriptions come back.
         resumed = trio.Event()
@@ -316,13 +317,11 @@ class ControlManager:
         message: object = None
         while not resumed.is_set():
             message = await self._receive(link, handshake=True)
-        with trio.move_on_after(timeout):
+        with link.awaiting_reply("resume success", timeout):
             while not isinstance(message, Success):
                 message = await self._receive(link, handshake=True)
-            logger.info("%s resumed", self._what)
-            await self._on_resumed(link)
-            return
-        raise Dead(DisconnectCause.timeout("resume success"))
+        logger.info("%s resumed", self._what)
+        await self._on_resumed(link)
 
     async def _receive(self, link: Link, *, handshake: bool) -> object:
         """Read and handle one frame (see `_on_message`).
@@ -416,7 +415,9 @@ class ControlHandle(ControlManager):
         )
         self._create_params = create
         self._sink = sink
-        self._gate = EventGate(sink, self.counters, completed, "control", self._progressed)
+        self._gate = EventGate(
+            sink, self.status, self.counters, completed, "control", self._progressed
+        )
         self.events = events
         """Control events, when spawned without a session (else ``None``)."""
         self.info: SessionInfo | None = None
@@ -504,6 +505,7 @@ class EventGate:
     def __init__(
         self,
         sink: trio.MemorySendChannel[Any],
+        cell: StatusCell,
         counters: Counters,
         completed: trio.Event,
         what: str,
@@ -516,6 +518,7 @@ class EventGate:
         self.sink = sink
         self.completed = completed
         """Set once ``Completed`` was handed over."""
+        self._cell = cell
         self._counters = counters
         self._what = what
         self._progressed = progressed
@@ -593,9 +596,7 @@ class EventGate:
 
     async def deliver(self, item: object) -> None:
         """Put ``item`` in the user's channel (dropped if nobody reads any more)."""
-        try:
-            await self.sink.send(item)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+        if not await hand_over(self.sink, item, self._cell):
             logger.debug("%s: nobody reads events any more; dropped %r", self._what, item)
 
 

@@ -86,7 +86,12 @@ class _SubControl:
         self.sink, self.source = trio.open_memory_channel[Any](config.event_buffer)
         self.completed = trio.Event()
         self.gate = EventGate(
-            self.sink, self.own, self.completed, f"sub-session {session_id[:6]}", batch.progressed
+            self.sink,
+            batch.status,
+            self.own,
+            self.completed,
+            f"sub-session {session_id[:6]}",
+            batch.progressed,
         )
         """This sub-session's events on their way to its user (seqId mark, readiness)."""
         self.closed = trio.Event()

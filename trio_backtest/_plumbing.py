@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import final
+from typing import Any, final
 
 import attrs
+import trio
 
-__all__ = ["Counters", "Drained", "Ended", "unwrap_single"]
+from ._status import StatusCell
+
+__all__ = ["Counters", "Drained", "Ended", "hand_over", "unwrap_single"]
 
 
 @final
@@ -67,3 +70,27 @@ def unwrap_single() -> Iterator[None]:
         if len(leaves) != 1:
             raise
         raise leaves[0] from None
+
+
+async def hand_over(sink: trio.MemorySendChannel[Any], item: object, cell: StatusCell) -> bool:
+    """Put ``item`` in the user's channel; False if nobody reads any more.
+
+    Either the channel takes ``item`` and this returns, or it raises without delivering
+    it: the caller commits what it handed over only after this returned True. While the
+    channel is full, ``cell`` says the task waits for its user.
+    """
+    try:
+        sink.send_nowait(item)
+        return True
+    except trio.WouldBlock:
+        pass
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        return False
+    cell.set_waiting_for_user(True)
+    try:
+        await sink.send(item)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        return False
+    finally:
+        cell.set_waiting_for_user(False)
+    return True

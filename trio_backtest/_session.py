@@ -430,7 +430,9 @@ class ManagedBacktestSession:
                     raise SubscriptionFailedError(value.reason)
                 if isinstance(value, Closed) and name == "control":
                     raise ControlClosedError("the session is closed")
-            if all(isinstance(cell.value, Up) for _, cell in cells):
+            # A connection handing its replay to the user counts as up (see
+            # StatusCell.waiting_for_user): waiting for it would wait for ourselves.
+            if all(isinstance(cell.value, Up) or cell.waiting_for_user for _, cell in cells):
                 return
             await _any_change([cell for _, cell in cells])
 
@@ -442,7 +444,7 @@ class ManagedBacktestSession:
         """
         while True:
             cells = [s.status for s in self._subscriptions if not s.done]
-            if all(isinstance(c.value, Up | Failed | Parked) for c in cells):
+            if all(isinstance(c.value, Up | Failed | Parked) or c.waiting_for_user for c in cells):
                 return
             await _any_change(cells)
 
@@ -475,15 +477,20 @@ class ManagedBacktestSession:
 
 
 async def _any_change(cells: Sequence[StatusCell]) -> None:
-    """Wait until any of ``cells`` changes."""
+    """Wait until any of ``cells`` changes its status or whether it waits for the user."""
     async with trio.open_nursery() as nursery:
 
         async def watch(cell: StatusCell, seen: int) -> None:
             await cell.wait_changed(seen)
             nursery.cancel_scope.cancel()
 
+        async def watch_user(cell: StatusCell, seen: bool) -> None:
+            await cell.wait_user_changed(seen)
+            nursery.cancel_scope.cancel()
+
         for cell in cells:
             nursery.start_soon(watch, cell, cell.changes)
+            nursery.start_soon(watch_user, cell, cell.waiting_for_user)
 
 
 @asynccontextmanager

@@ -140,9 +140,34 @@ class StatusCell:
             [initial], maxlen=self._HISTORY
         )
         self._changed = trio.Event()
+        self._waiting_for_user = False
+        self._user_changed = trio.Event()
 
     def __repr__(self) -> str:
         return f"<StatusCell {self._value!r} changes={self._changes}>"
+
+    @property
+    def waiting_for_user(self) -> bool:
+        """Whether the connection's task is blocked handing an event to its user.
+
+        During a reconnect's handshake such a connection counts as up for gating: the
+        server already streams to it, and a continue that waited for it would wait for
+        the user who is waiting in that continue.
+        """
+        return self._waiting_for_user
+
+    def set_waiting_for_user(self, value: bool) -> None:
+        """Record whether the task waits for its user; wakes `wait_user_changed`."""
+        if value != self._waiting_for_user:
+            self._waiting_for_user = value
+            changed, self._user_changed = self._user_changed, trio.Event()
+            changed.set()
+
+    async def wait_user_changed(self, seen: bool) -> None:
+        """Wait until `waiting_for_user` is no longer ``seen`` (at once if it is not)."""
+        while self._waiting_for_user == seen:
+            await self._user_changed.wait()
+        await trio.lowlevel.checkpoint()
 
     @property
     def value(self) -> ConnectionStatus:

@@ -15,7 +15,7 @@ from ._config import ClientConfig
 from ._dedupe import NotificationDeduper, Offer
 from ._errors import SubscriptionFailedError
 from ._events import AccountDiff, StreamGap, Transaction
-from ._plumbing import Counters, Drained, Ended, unwrap_single
+from ._plumbing import Counters, Drained, Ended, hand_over, unwrap_single
 from ._policy import CauseKind, DisconnectCause, FailureWindow, GiveUp, ReconnectPolicy
 from ._status import Closed, Failed, Parked, Reconnecting, StatusCell, Up
 from ._transport import (
@@ -425,11 +425,19 @@ class SubscriptionHandle:
         """Send one subscribe per address; return once every one is acknowledged."""
         for address in self._addresses:
             await self._send_subscribe(wire, address, self._dedupe.cursor(address))
-        with trio.move_on_after(self._config.handshake_response_timeout):
+        timeout = self._config.handshake_response_timeout
+        if not self._started:
+            # The first subscribe: the caller waits for it and reads nothing meanwhile.
+            with trio.move_on_after(timeout):
+                while wire.pending:
+                    await self._handle(wire, await wire.receive(), handshake=True)
+                return
+            raise Dead(DisconnectCause.timeout("subscribe acknowledgement"))
+        # A reconnect: the user reads the replay at their own pace; only the time spent
+        # waiting on the socket counts.
+        with wire.link.awaiting_reply("subscribe acknowledgement", timeout):
             while wire.pending:
                 await self._handle(wire, await wire.receive(), handshake=True)
-            return
-        raise Dead(DisconnectCause.timeout("subscribe acknowledgement"))
 
     async def _send_subscribe(self, wire: _Wire, address: str, replay_from: int | None) -> None:
         request_id = next(wire.ids)
@@ -582,9 +590,7 @@ class SubscriptionHandle:
         await self._send_subscribe(wire, address, oldest)
 
     async def _deliver(self, item: object) -> None:
-        try:
-            await self._sink.send(item)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+        if not await hand_over(self._sink, item, self.status):
             logger.debug("subscription %s: nobody reads any more; dropped %r", self.name, item)
 
     async def _graceful_close(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import logging
+import math
 import ssl
 import struct
 import urllib.parse
@@ -433,6 +434,15 @@ def cause_of(exc: BaseException) -> DisconnectCause | None:
 
 
 @final
+class _Reply:
+    """A reply `Link.awaiting_reply` waits for, and the waiting time it has left."""
+
+    def __init__(self, what: str, seconds: float) -> None:
+        self.what = what
+        self.remaining = seconds
+
+
+@final
 class Link:
     """One live WebSocket with keepalive pings and a silence clock.
 
@@ -449,19 +459,46 @@ class Link:
         """1 for the first connection of a manager, 2 for the next, ..."""
         self._config = config
         self._waiting: trio.CancelScope | None = None
+        self._reply: _Reply | None = None
+        self._reply_deadline = math.inf
         self._pings = 0
         self._counters = counters
 
     def _life(self) -> None:
         if self._waiting is not None:
-            self._waiting.deadline = trio.current_time() + self._config.keepalive_miss_deadline
+            silence = trio.current_time() + self._config.keepalive_miss_deadline
+            self._waiting.deadline = min(silence, self._reply_deadline)
+
+    @contextmanager
+    def awaiting_reply(self, what: str, seconds: float) -> Iterator[None]:
+        """Within this block, waiting in `receive` for ``seconds`` in all is a timeout.
+
+        Only time spent waiting for a frame counts: time the owner spends handing what
+        arrived to a slow user does not (client.md §4: a slow consumer never causes a
+        false "dead" verdict).
+
+        Raises:
+            Dead: `receive` waited ``seconds`` in all: a timeout waiting for ``what``.
+        """
+        self._reply = _Reply(what, seconds)
+        try:
+            yield
+        finally:
+            self._reply = None
 
     async def keepalive(self) -> None:
-        """Ping every ``keepalive_interval``; a pong pushes the silence deadline back."""
+        """Ping every ``keepalive_interval`` while the owner waits for a message.
+
+        A pong pushes the silence deadline back. While the owner is busy handing a
+        message to a slow user no silence is counted, so no ping is needed — and none is
+        sent: a ping that meets a peer gone after its close frame aborts trio-websocket's
+        connection, which then drops the message its reader holds for the full queue.
+        """
         async with trio.open_nursery() as nursery:
             while True:
                 await trio.sleep(self._config.keepalive_interval)
-                nursery.start_soon(self._ping_once)
+                if self._waiting is not None:
+                    nursery.start_soon(self._ping_once)
 
     async def _ping_once(self) -> None:
         self._pings += 1
@@ -493,11 +530,15 @@ class Link:
         """The next message.
 
         Raises:
-            Dead: the peer closed, the connection broke, or it stayed silent for
-                ``keepalive_miss_deadline`` while we were waiting.
+            Dead: the peer closed, the connection broke, it stayed silent for
+                ``keepalive_miss_deadline`` while we were waiting, or the reply of an
+                `awaiting_reply` block did not come in time.
         """
-        deadline = trio.current_time() + self._config.keepalive_miss_deadline
-        with trio.move_on_at(deadline) as scope:
+        began = trio.current_time()
+        reply = self._reply
+        self._reply_deadline = math.inf if reply is None else began + reply.remaining
+        silence = began + self._config.keepalive_miss_deadline
+        with trio.move_on_at(min(silence, self._reply_deadline)) as scope:
             self._waiting = scope
             try:
                 message = await self.ws.get_message()
@@ -507,9 +548,13 @@ class Link:
                 raise Dead(cause) from None
             finally:
                 self._waiting = None
+                if reply is not None:
+                    reply.remaining -= trio.current_time() - began
             self._counters.messages += 1
             self._counters.bytes += len(message)
             return message
+        if reply is not None and trio.current_time() >= self._reply_deadline:
+            raise Dead(DisconnectCause.timeout(reply.what))
         raise Dead(DisconnectCause.keepalive())
 
     async def close(self, code: int, reason: str) -> None:

@@ -10,6 +10,7 @@ from tests.conftest import SECRET_KEY
 from trio_backtest import (
     KEEPALIVE_INTERVAL,
     KEEPALIVE_MISS_DEADLINE,
+    ClientConfig,
     Completed,
     ContinueParams,
     CreateSession,
@@ -18,6 +19,8 @@ from trio_backtest import (
     Up,
     open_backtest_session,
 )
+from trio_backtest._plumbing import Counters
+from trio_backtest._transport import Dead, Link
 from trio_backtest.server import LocalServer
 
 
@@ -82,3 +85,64 @@ async def test_a_consumer_stalled_for_ten_minutes_causes_no_reconnect(
     assert stats.reconnects == {"control": 0, "transactions[0]": 0}
     assert signatures(events) == expected_transactions(server, programs, 0, 199)
     assert isinstance(events[-1], Completed)
+
+
+class _CountingWebSocket:
+    """Just what a `Link` uses of a WebSocket: pings are counted, messages come on demand."""
+
+    def __init__(self) -> None:
+        self.pings: list[float] = []
+        self.inbox_send, self.inbox = trio.open_memory_channel[str](1)
+
+    async def ping(self, payload: bytes | None = None) -> None:
+        self.pings.append(trio.current_time())
+
+    async def get_message(self) -> str:
+        return await self.inbox.receive()
+
+
+async def test_no_ping_while_the_owner_is_busy_with_the_user(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # While the manager hands a message to a slow user nothing is silent (no silence is
+    # counted), and a ping would only race a peer gone after its close frame: it aborts
+    # trio-websocket's connection, which drops the message its reader holds.
+    ws = _CountingWebSocket()
+    link = Link(ws, ClientConfig(), 1, Counters())  # type: ignore[arg-type]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(link.keepalive)
+        await trio.sleep(5 * KEEPALIVE_INTERVAL + 1)  # busy elsewhere: not in receive
+        assert ws.pings == []
+        began = trio.current_time()
+
+        async def answer_later() -> None:
+            await trio.sleep(2 * KEEPALIVE_INTERVAL + 1)
+            await ws.inbox_send.send("hello")
+
+        nursery.start_soon(answer_later)
+        assert await link.receive() == "hello"  # waiting: the pings go on
+        nursery.cancel_scope.cancel()
+    assert len(ws.pings) == 2
+    assert all(began < t <= began + 2 * KEEPALIVE_INTERVAL + 1 for t in ws.pings)
+
+
+async def test_a_reply_is_timed_only_while_waiting_for_it(autojump_clock: trio.abc.Clock) -> None:
+    # client.md §4: a slow consumer never causes a false verdict; during a reconnect's
+    # handshake the time spent handing the replay to the user does not count.
+    ws = _CountingWebSocket()
+    link = Link(ws, ClientConfig(), 1, Counters())  # type: ignore[arg-type]
+    began = trio.current_time()
+    async with trio.open_nursery() as nursery:
+
+        async def answer_after(seconds: float) -> None:
+            await trio.sleep(seconds)
+            await ws.inbox_send.send("part of the replay")
+
+        nursery.start_soon(answer_after, 4)
+        with link.awaiting_reply("the answer", 10.0):
+            assert await link.receive() == "part of the replay"  # 4 s of waiting
+            await trio.sleep(100)  # handing it to a slow user: not counted
+            with pytest.raises(Dead) as info:
+                await link.receive()  # 6 s left
+    assert trio.current_time() - began == pytest.approx(4 + 100 + 6)
+    assert info.value.cause == DisconnectCause.timeout("the answer")
