@@ -67,7 +67,22 @@ class AtTime:
         return f"at t={self.seconds:g}s"
 
 
-Trigger = AfterMessages | AtTime
+@final
+@attrs.frozen
+class AfterContinues:
+    """Fire right after the client handed over its ``count``-th continue (of any session).
+
+    A control drop then meets continues in flight: the one just queued, and the readers
+    of sibling sub-sessions still handing their answers to slow users.
+    """
+
+    count: int
+
+    def __str__(self) -> str:
+        return f"after continue {self.count}"
+
+
+Trigger = AfterMessages | AtTime | AfterContinues
 
 
 @final
@@ -173,6 +188,11 @@ class Schedule:
     faults: tuple[Fault, ...]
     from_start: bool = False
     """Arm the faults before the session is created (every session is a target then)."""
+    event_buffer: int = 1024
+    """Capacity of the client's event channels: small, the managers wait for the user."""
+    read_delay: float = 0.0
+    """Virtual seconds the user of (sub-)session ``i`` spends on each event, times
+    ``i + 1``: siblings read at different speeds."""
 
     def __repr__(self) -> str:
         mode = "parallel batch" if self.parallel else "single session"
@@ -183,7 +203,8 @@ class Schedule:
             f"  tx programs {list(self.tx_programs)}, diff programs {list(self.diff_programs)}"
             f"{', zstd' if self.zstd else ''}, link "
             f"{'unlimited' if self.link_rate is None else f'{self.link_rate} B/s'}, "
-            f"replay window {self.replay_window},",
+            f"replay window {self.replay_window}, event buffer {self.event_buffer}, "
+            f"read delay {self.read_delay:g}s,",
             "  faults"
             + (" (armed before the create)" if self.from_start else "")
             + ":"
@@ -241,6 +262,7 @@ class FaultInjector:
         self._server = server
         self._session_ids = tuple(session_ids)
         self._armed: list[_Armed] = []
+        self._on_continue: list[_Armed] = []
         self.fired: list[tuple[float, Fault, int]] = []
         """``(virtual time, fault, sockets hit)`` for every fault applied by this injector."""
         faults = server.faults
@@ -266,6 +288,8 @@ class FaultInjector:
         for fault in faults:
             if isinstance(fault.when, AtTime):
                 timed.append(fault)
+            elif isinstance(fault.when, AfterContinues):
+                self._on_continue.append(_Armed(fault, self.session_id(fault), fault.when.count))
             elif isinstance(fault.action, Drop) and fault.socket is None:
                 self._server.faults.drop(
                     fault.plane, session_id=self.session_id(fault), after_messages=fault.when.count
@@ -277,6 +301,14 @@ class FaultInjector:
             assert isinstance(fault.when, AtTime)
             await trio.sleep_until(began + fault.when.seconds)
             self.fire(fault, self.session_id(fault))
+
+    def continue_sent(self) -> None:
+        """The client handed over a continue: fire the faults waiting for it."""
+        for armed in list(self._on_continue):
+            armed.remaining -= 1
+            if armed.remaining <= 0:
+                self._on_continue.remove(armed)
+                self.fire(armed.fault, armed.session_id)
 
     def _count(self, conn: ConnHandle) -> None:
         for armed in list(self._armed):

@@ -43,6 +43,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import SECRET_KEY
 from tests.reliability.chaos_support import (
+    AfterContinues,
     AfterMessages,
     AtTime,
     BlackHole,
@@ -115,18 +116,23 @@ def _report() -> Iterator[None]:
 # --------------------------------------------------------------------------- strategies
 
 
-def _faults(sessions: int) -> st.SearchStrategy[Fault]:
+def _faults(sessions: int, slow_users: bool) -> st.SearchStrategy[Fault]:
+    # Long enough that the keepalive must declare the socket dead: a shorter hole
+    # silently swallows frames on a socket that then carries on, which no TCP does. The
+    # silence clock runs only while a manager waits for a frame, so with slow users the
+    # hole must also outlast the time they keep the managers busy.
+    hole = st.integers(61, 150).map(lambda s: float(s + (900 if slow_users else 0)))
     action: st.SearchStrategy[Drop | Close | BlackHole | Refuse] = st.one_of(
         st.just(Drop()),
         st.builds(Close, st.sampled_from((1001, 1011, 1012, 1013))),
-        # Long enough that the keepalive must declare the socket dead: a shorter hole
-        # silently swallows frames on a socket that then carries on, which no TCP does.
-        st.builds(BlackHole, st.integers(61, 150).map(float)),
+        st.builds(BlackHole, hole),
         st.builds(Refuse, st.integers(1, 8), st.sampled_from((500, 503))),
     )
-    when: st.SearchStrategy[AfterMessages | AtTime] = st.one_of(
+    when: st.SearchStrategy[AfterMessages | AtTime | AfterContinues] = st.one_of(
         st.builds(AfterMessages, st.integers(1, 80)),
         st.builds(AtTime, st.integers(0, 60).map(lambda t: t / 2)),
+        # Timed against the continues in flight (and the answers slow users still hold).
+        st.builds(AfterContinues, st.integers(1, 12)),
     )
     return st.builds(
         Fault,
@@ -151,6 +157,7 @@ def schedules(draw: st.DrawFn, *, parallel: bool) -> Schedule:
         slots = draw(st.integers(5, 40))
         resumable = draw(st.booleans().map(lambda b: not b) | st.just(True))
     windowed = draw(st.booleans())
+    read_delay = draw(st.sampled_from((0.0, 0.0, 0.5, 2.0)))
     programs = draw(st.permutations(range(8)))
     tx = programs[: draw(st.integers(1, 3))]
     diffs = programs[len(tx) : len(tx) + draw(st.integers(0, 2))]
@@ -166,8 +173,10 @@ def schedules(draw: st.DrawFn, *, parallel: bool) -> Schedule:
         zstd=draw(st.booleans()),
         link_rate=draw(st.sampled_from((None, None, 40_000, 150_000))),
         replay_window=draw(st.integers(3, 8)) if windowed else 100,
-        faults=tuple(draw(st.lists(_faults(sessions), max_size=5))),
+        faults=tuple(draw(st.lists(_faults(sessions, read_delay > 0), max_size=5))),
         from_start=draw(st.sampled_from((False, False, False, True))),
+        event_buffer=draw(st.sampled_from((1, 2, 16, 1024))),
+        read_delay=read_delay,
     )
 
 
@@ -236,16 +245,21 @@ class _Harness:
             run.calls.append((handle.name, "account_diffs", diffs))
             run.cells.append((handle.name, handle.status))
 
-    async def drive(self, session: ManagedBacktestSession, run: SessionRun) -> None:
+    async def drive(self, session: ManagedBacktestSession, run: SessionRun, index: int) -> None:
         think, stride = self.schedule.think, self.schedule.stride
+        read_delay = self.schedule.read_delay * (index + 1)
         try:
             async for event in session.events():
                 run.events.append(event)
+                if read_delay:
+                    await trio.sleep(read_delay)
                 if isinstance(event, ReadyForContinue):
                     if think:
                         await trio.sleep(think)
                     await session.send_continue(ContinueParams(advance_count=stride))
                     run.continues += 1
+                    if self.injector is not None:
+                        self.injector.continue_sent()
         except DOCUMENTED as exc:
             run.error = exc
 
@@ -262,7 +276,7 @@ async def _single(h: _Harness, result: RunResult) -> None:
             await h.subscribe(session, run)
             if not h.schedule.from_start:
                 h.start_faults([run.session_id])
-            await h.drive(session, run)
+            await h.drive(session, run, 0)
         finally:
             result.left_at = trio.current_time()
 
@@ -280,8 +294,10 @@ async def _parallel(h: _Harness, result: RunResult) -> None:
             if not h.schedule.from_start:
                 h.start_faults([run.session_id for run in result.sessions])
             async with trio.open_nursery() as nursery:
-                for sub, run in zip(batch.sub_sessions, result.sessions, strict=True):
-                    nursery.start_soon(h.drive, sub, run)
+                for index, (sub, run) in enumerate(
+                    zip(batch.sub_sessions, result.sessions, strict=True)
+                ):
+                    nursery.start_soon(h.drive, sub, run, index)
         finally:
             result.left_at = trio.current_time()
 
@@ -298,7 +314,11 @@ async def _run(schedule: Schedule) -> RunResult:
     ) as server:
         server_nurseries = list(trio.lowlevel.current_task().child_nurseries)
         result = RunResult(server)
-        config = ClientConfig(rng=random.Random(0), reconnect_max_attempts=MAX_ATTEMPTS)
+        config = ClientConfig(
+            rng=random.Random(0),
+            reconnect_max_attempts=MAX_ATTEMPTS,
+            event_buffer=schedule.event_buffer,
+        )
         result.graceful = config.graceful_close_timeout
         link = Link(schedule.link_rate) if schedule.link_rate is not None else None
         create = CreateSession(
@@ -493,10 +513,63 @@ _SUBSCRIBE_REFUSED_FOR_GOOD = attrs.evolve(
 )
 
 
+# Found once the schedules had slow users, small event buffers and faults timed against
+# continues: a message dropped by trio-websocket when a ping met a peer gone after its
+# close; a gated continue waiting for a resubscribe that waited for the user; events
+# recorded as seen but cut off on their way to a sub-session's user (that last one hits
+# only under some of Trio's scheduling orders; tests/client/test_handover.py holds its
+# deterministic reproduction).
+_SLOW_USER_AT_THE_END = Schedule(
+    parallel=False,
+    resumable=True,
+    slots=21,
+    bundle_size=100,
+    stride=7,
+    think=0.0,
+    tx_programs=(0,),
+    diff_programs=(3,),
+    zstd=False,
+    link_rate=None,
+    replay_window=3,
+    faults=(),
+    event_buffer=1,
+    read_delay=0.5,
+)
+_GATED_USER_AND_A_RESUBSCRIBE = attrs.evolve(
+    _SLOW_USER_AT_THE_END,
+    slots=5,
+    stride=1,
+    diff_programs=(1, 2),
+    replay_window=100,
+    faults=(Fault("data", Drop(), AfterMessages(1)),),
+    read_delay=0.0,
+)
+_SUB_SESSION_EVENTS_CUT_OFF = Schedule(
+    parallel=True,
+    resumable=True,
+    slots=12,
+    bundle_size=6,
+    stride=1,
+    think=0.0,
+    tx_programs=(0,),
+    diff_programs=(),
+    zstd=False,
+    link_rate=150_000,
+    replay_window=100,
+    faults=(
+        Fault("control", Drop(), AfterContinues(2)),
+        Fault("control", Drop(), AfterMessages(1)),
+    ),
+    event_buffer=1,
+)
+
+
 @settings(_SETTINGS, max_examples=_OVERRIDE or SINGLE_EXAMPLES)
 @given(schedule=schedules(parallel=False))
 @example(schedule=_TAIL_GIVEN_UP)
 @example(schedule=_SUBSCRIBE_REFUSED_FOR_GOOD)
+@example(schedule=_SLOW_USER_AT_THE_END)
+@example(schedule=_GATED_USER_AND_A_RESUBSCRIBE)
 def test_single_session_survives_the_schedule(schedule: Schedule) -> None:
     _run_and_verify(schedule)
 
@@ -506,6 +579,7 @@ def test_single_session_survives_the_schedule(schedule: Schedule) -> None:
 @example(schedule=_DROP_AT_THE_LAST_MESSAGE)
 @example(schedule=_CONTROL_GIVES_UP_UNDER_QUEUED_CONTINUES)
 @example(schedule=_CREATE_CUT_SHORT)
+@example(schedule=_SUB_SESSION_EVENTS_CUT_OFF)
 def test_parallel_batch_survives_the_schedule(schedule: Schedule) -> None:
     _run_and_verify(schedule)
 
