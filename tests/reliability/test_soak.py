@@ -167,6 +167,7 @@ async def test_soak_many_sessions_over_tcp_with_random_drops() -> None:
     chaos = ChaosConfig(seed=SEED, drop_probability=0.002, close_probability=0.001, plane="any")
     # A 1013 asks for at least 5 s of patience; a tenth of that keeps the soak short.
     config = ClientConfig(reconnect_overload_min_delay=0.5)
+    small_buffer = attrs.evolve(config, event_buffer=4)
     tally: Counter[str] = Counter()
     baseline = live_tasks()
     with trio.fail_after(HANG_GUARD):
@@ -186,10 +187,14 @@ async def test_soak_many_sessions_over_tcp_with_random_drops() -> None:
                 base = 10_000 + round_ * 100_000
                 async with trio.open_nursery() as nursery:
                     for index in range(SESSIONS):
-                        nursery.start_soon(_single, server, config, index, base, runs)
+                        # Every other session hands its events over a small buffer, so
+                        # drops meet managers waiting for their user.
+                        own = small_buffer if index % 2 else config
+                        nursery.start_soon(_single, server, own, index, base, runs)
                     for index in range(BATCHES):
                         start = base + (index + 1) * 10 * SLOTS
-                        nursery.start_soon(_batch, server, config, index, start, runs)
+                        own = small_buffer if index % 2 else config
+                        nursery.start_soon(_batch, server, own, index, start, runs)
                 forbid(client_tasks_left(baseline, server_nurseries), "client tasks left")
                 _check(server, runs, tally)
                 tally["log records"] += check_and_forget_captured_logs(SECRET_KEY)
