@@ -130,6 +130,16 @@ class ServerConfig:
     for long runs."""
     record_limit: int = 100_000
     """Most frames a session's record keeps (the newest)."""
+    reference_cache_slots: int = 32
+    """Executed slots each shared reference execution keeps for sessions that lag behind the
+    furthest one; an older slot is executed again (deterministically) when needed."""
+    legacy_sessions_created: bool = False
+    """Send ``sessionsCreatedV2`` without ``startSlots``/``endSlots``, as servers before the
+    reference 0.13 did (so clients can be tested against them)."""
+    http_keepalive_timeout: float = 75.0
+    """Seconds an idle HTTP keep-alive connection stays open."""
+    max_http_body: int = 4 * 1024 * 1024
+    """Largest JSON-RPC request body accepted over HTTP; a bigger one gets HTTP 413."""
 
     def __attrs_post_init__(self) -> None:
         if self.backpressure not in ("block", "drop"):
@@ -143,9 +153,13 @@ class ServerConfig:
             "max_subscriptions_per_socket",
             "discovery_lookahead",
             "record_limit",
+            "reference_cache_slots",
+            "max_http_body",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+        if self.http_keepalive_timeout <= 0:
+            raise ValueError("http_keepalive_timeout must be > 0")
         if self.startup_delay < 0 or self.completed_linger < 0 or self.handshake_timeout <= 0:
             raise ValueError("delays must be >= 0 and handshake_timeout > 0")
         if self.garbage_limit < 0:
