@@ -17,7 +17,7 @@ from ._controls import FaultControls
 from ._ledger import Ledger
 from ._runtime import Engine
 from ._session import Batch, Session
-from ._stats import Counters, Delivery, Record, ServerStatistics
+from ._stats import Counters, Delivery, Record, RpcCall, ServerStatistics
 
 __all__ = ["ServerCore"]
 
@@ -47,6 +47,7 @@ class ServerCore:
         self._records: dict[str, Record] = {}
         self._executed: dict[str, list[int]] = {}
         self._user_transactions: dict[str, list[str]] = {}
+        self._rpc_calls: dict[str, deque[RpcCall]] = {}
         self._ended: OrderedDict[str, None] = OrderedDict()
         self._connection_numbers = itertools.count(1)
         self._connections_changed = trio.lowlevel.ParkingLot()
@@ -108,6 +109,30 @@ class ServerCore:
     def executed_slots_of(self, session_id: str) -> list[int]:
         """The mutable list of a session's fully executed slots."""
         return self._executed.setdefault(session_id, [])
+
+    def rpc_calls_of(self, session_id: str, *, create: bool = True) -> deque[RpcCall] | None:
+        """The record of HTTP JSON-RPC requests to a live or ended session (``None`` when
+        recording is off or the id never named a session)."""
+        calls = self._rpc_calls.get(session_id)
+        if calls is not None or not create or not self.config.record:
+            return calls
+        if session_id not in self.sessions and not self.ended(session_id):
+            return None
+        calls = self._rpc_calls[session_id] = deque(maxlen=self.config.record_limit)
+        return calls
+
+    def available_ranges(self) -> list[dict[str, int]]:
+        """What ``GET /available-ranges`` lists: the bundles of the configured window."""
+        size = self.config.ledger.bundle_size
+        first = self.ledger.bundle_start(self.config.ranges_start_slot)
+        return [
+            {
+                "bundleStartSlot": start,
+                "maxBundleEndSlot": start + size - 1,
+                "snapshotSlot": start,
+            }
+            for start in range(first, first + size * self.config.ranges_count, size)
+        ]
 
     def user_transactions_of(self, session_id: str) -> list[str]:
         """The mutable list of a session's executed user transactions."""
