@@ -79,9 +79,21 @@ def _block(
     ]
 
 
+#: Slots between two kept checkpoints of a reference's state (the start of a slot).
+_CHECKPOINT_EVERY = 8
+#: Checkpoints a reference keeps (the newest); an older slot replays from the genesis.
+_CHECKPOINTS = 64
+
+
 @final
 class Reference:
-    """The shared execution of every session that has not acted, for one bundle and filter."""
+    """The shared execution of every session that has not acted, for one bundle and filter.
+
+    The *frontier* world executes forward for the session furthest ahead. A slot evicted from
+    the cache is executed again, deterministically, on a scratch world from the nearest
+    checkpoint before it; that never moves the frontier, so a session far behind costs
+    the ones ahead nothing.
+    """
 
     def __init__(
         self,
@@ -99,10 +111,13 @@ class Reference:
         self._skipped = skipped
         self._cache_slots = cache_slots
         self._runs: OrderedDict[int, SlotRun] = OrderedDict()
+        self._checkpoints: OrderedDict[int, Mapping[Pubkey, Account | None]] = OrderedDict()
         self._world = World(dict(genesis))
         self._frontier = bundle_start
         self.users = 0
         """Chains following this reference."""
+        self.replayed = 0
+        """Slots executed again after their results were evicted (statistics)."""
 
     def run(self, slot: int) -> SlotRun:
         """The results of ``slot`` (executed now if needed)."""
@@ -110,12 +125,13 @@ class Reference:
         if run is not None:
             self._runs.move_to_end(slot)
             return run
-        if slot < self._frontier:
-            self._rewind(slot)
-        while True:
-            run = self._execute_next()
-            if run.slot == slot:
-                return run
+        if slot >= self._frontier:
+            while True:
+                run = self._execute(self._world, self._frontier)
+                self._frontier += 1
+                if run.slot == slot:
+                    return run
+        return self._replay(slot)
 
     def state_at(self, slot: int, done: int) -> World:
         """The state before block transaction ``done`` of ``slot`` (every earlier one ran)."""
@@ -127,35 +143,34 @@ class Reference:
             _apply(accounts, executed)
         return World(accounts)
 
-    def _rewind(self, slot: int) -> None:
-        # Deterministic re-execution from the nearest cached slot before ``slot``, or from
-        # the bundle's genesis snapshot.
-        best = max((s for s in self._runs if s <= slot), default=None)
+    def _replay(self, slot: int) -> SlotRun:
+        best = max((s for s in self._checkpoints if s <= slot), default=None)
         if best is None:
-            self._world = World(dict(self._genesis))
-            self._frontier = self._bundle_start
+            world, at = World(dict(self._genesis)), self._bundle_start
         else:
-            self._world = World(dict(self._runs[best].start))
-            self._frontier = best
+            world, at = World(dict(self._checkpoints[best])), best
+        while True:
+            run = self._execute(world, at)
+            self.replayed += 1
+            if at == slot:
+                return run
+            at += 1
 
-    def _execute_next(self) -> SlotRun:
-        slot = self._frontier
+    def _execute(self, world: World, slot: int) -> SlotRun:
         ledger_slot = self._ledger.slot(slot)
-        start = dict(self._world.accounts)
+        start = dict(world.accounts)
+        if (slot - self._bundle_start) % _CHECKPOINT_EVERY == 0 and slot not in self._checkpoints:
+            self._checkpoints[slot] = start
+            while len(self._checkpoints) > _CHECKPOINTS:
+                self._checkpoints.popitem(last=False)
         executed = _block(
-            self._engine,
-            self._world,
-            ledger_slot,
-            0,
-            len(ledger_slot.transactions),
-            self._skipped,
+            self._engine, world, ledger_slot, 0, len(ledger_slot.transactions), self._skipped
         )
         run = SlotRun(slot, start, executed)
         self._runs[slot] = run
         self._runs.move_to_end(slot)
         while len(self._runs) > self._cache_slots:
             self._runs.popitem(last=False)
-        self._frontier = slot + 1
         return run
 
 

@@ -36,7 +36,8 @@ class ServerCore:
     def __init__(self, config: ServerConfig, nursery: trio.Nursery) -> None:
         self.config = config
         self.nursery = nursery
-        self.ledger = Ledger(config.ledger)
+        # Sessions at different positions share plans: keep a few thousand transactions.
+        self.ledger = Ledger(config.ledger, cache_slots=256, cache_transactions=8192)
         self.engine = Engine(self.ledger)
         self.references = References(self.ledger, self.engine, config.reference_cache_slots)
         self.counters = Counters()

@@ -19,7 +19,8 @@ __all__ = ["MAX_HEAD_BYTES", "HttpConnection", "HttpRequest", "PrefixedStream", 
 
 #: Longest request head accepted; browsers and WebSocket clients send well under 8 KiB.
 MAX_HEAD_BYTES: Final = 16 * 1024
-_RECEIVE_SIZE: Final = 64 * 1024
+_RECEIVE_SIZE: Final = MAX_HEAD_BYTES
+"""Bytes read at a time: h11 measures an incomplete head per read, so no more than the limit."""
 
 
 @final

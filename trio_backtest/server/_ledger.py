@@ -259,6 +259,7 @@ _WORDS: Final = (
     "arb",
 )
 _TOKEN_TRANSFER: Final = 3
+_CORPUS_SIZE: Final = 64 * 1024
 
 
 @final
@@ -284,7 +285,7 @@ class _Draw:
         return options[int(self.random() * len(options))]
 
     def text(self, length: int) -> bytes:
-        """Seeded memo text of about ``length`` bytes (ASCII words and numbers)."""
+        """Seeded text of ``length`` bytes (ASCII words and numbers)."""
         parts: list[str] = []
         size = 0
         while size < length:
@@ -407,6 +408,9 @@ class Ledger:
         self.token_accounts = tuple(str(key) for key in self._tokens)
         self.mint = str(self._mint)
         self.accounts = (*self.token_accounts, *self.wallets)
+        # Memo texts are slices of one seeded corpus: drawing words per memo would cost more
+        # than executing the transaction.
+        self._corpus = keys.text(_CORPUS_SIZE)
         self._owner = {account: TOKEN_PROGRAM for account in self.token_accounts}
         self._owner.update({wallet: SYSTEM_PROGRAM for wallet in self.wallets})
         self._owner[self.mint] = TOKEN_PROGRAM
@@ -597,7 +601,9 @@ class Ledger:
     def _memo(
         self, rng: _Draw, program: Pubkey, payer: Pubkey, failed: bool, length: tuple[int, int]
     ) -> Instruction:
-        text = rng.text(rng.between(*length))
+        size = rng.between(*length)
+        at = rng.below(len(self._corpus) - size)
+        text = self._corpus[at : at + size]
         metas = [AccountMeta(payer, is_signer=True, is_writable=True)]
         if failed:
             # The memo program requires every named account to sign: this one did not.
