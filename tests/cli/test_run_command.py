@@ -32,7 +32,8 @@ def _records(path: Path) -> list[dict[str, object]]:
 
 def _summary_value(stdout: bytes, label: str) -> int:
     for line in stdout.decode().splitlines():
-        if label in line:
+        # Only the summary table's rows: a long run also prints plain progress lines.
+        if label in line and "│" in line:
             return int(line.split("│")[2].strip())
     raise AssertionError(f"no {label!r} in the summary")
 

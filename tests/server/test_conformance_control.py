@@ -213,6 +213,11 @@ async def test_discoveries_arrive_before_the_first_ready(
         ]
         assert expected
         assert [(b.slot, b.batch_index, b.transactions[0]) for b in batches] == expected
+        assert {b.matched for b in batches} == {(program,)}
+        # The batch is the real transaction: it decodes, and it invokes the program.
+        decoded = batches[0].decode_transactions()[0]
+        keys = decoded.message.account_keys
+        assert program in {str(keys[ix.program_id_index]) for ix in decoded.message.instructions}
         nursery.cancel_scope.cancel()
 
 

@@ -67,7 +67,8 @@ _POST = b"POST /backtest/some-session HTTP/1.1\r\nHost: x\r\n"
         ("a connection dropped mid-body", _POST + b"Content-Length: 100\r\n\r\n{", True, b""),
         (
             "a broken upgrade",
-            b"GET /backtest HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            b"GET /backtest HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\n\r\n",
             False,
             b"HTTP/1.1 ",
         ),

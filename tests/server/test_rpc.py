@@ -16,6 +16,7 @@ import httpx
 import orjson
 import pytest
 import trio
+import trio.testing
 from solders.account import Account
 from solders.account_decoder import UiAccountEncoding
 from solders.hash import Hash
@@ -57,7 +58,7 @@ from solders.token import ID as TOKEN_ID
 from solders.transaction import VersionedTransaction
 
 from tests.conftest import SECRET_KEY
-from tests.server.wire import Control, Data, tcp_websocket
+from tests.server.wire import Control, Data, open_control, tcp_websocket
 from trio_backtest.protocol import (
     AccountDiffNotification,
     Completed,
@@ -67,7 +68,7 @@ from trio_backtest.protocol import (
     TransactionNotification,
     decode_rpc,
 )
-from trio_backtest.server import LocalServer, open_local_server
+from trio_backtest.server import ChaosConfig, LocalServer, open_local_server
 
 BASE64 = RpcAccountInfoConfig(encoding=UiAccountEncoding.Base64)
 START = 105
@@ -474,3 +475,45 @@ async def test_sessions_share_a_chain_until_one_acts(tcp_server: LocalServer) ->
         await a.advance(1)
         await b.advance(1)
         assert (await a.accounts([wallet])) != (await b.accounts([wallet]))
+
+
+async def test_the_memory_transport_serves_rpc_in_virtual_time(
+    server: LocalServer, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with trio.open_nursery() as nursery:
+        control = await open_control(server, nursery)
+        created = await control.create(CreateSession(start_slot=START, slot_count=3))
+        await control.recv_until(ReadyForContinue)
+        transport = server.http_transport()
+        async with httpx.AsyncClient(transport=transport, base_url="http://local") as http:
+            server.faults.http(delay=2.5, session_id=created.session_id)
+            began = trio.current_time()
+            answer = await http.post(created.rpc_endpoint, content=GetSlot().to_json())
+            assert trio.current_time() - began == pytest.approx(2.5)
+            assert GetSlotResp.from_json(answer.text).value == START
+            server.faults.http(drop=1.0, session_id=created.session_id)
+            with pytest.raises(httpx.TransportError):
+                await http.post(created.rpc_endpoint, content=GetSlot().to_json())
+            ranges = await http.get("/available-ranges", headers={"X-API-Key": SECRET_KEY})
+            assert ranges.status_code == 200
+        nursery.cancel_scope.cancel()
+
+
+async def test_chaos_configures_http_faults_too(autojump_clock: trio.testing.MockClock) -> None:
+    chaos = ChaosConfig(seed=2, http_bad_gateway=1.0)
+    async with (
+        open_local_server(api_keys=(SECRET_KEY,), tcp=False, chaos=chaos) as server,
+        trio.open_nursery() as nursery,
+    ):
+        control = await open_control(server, nursery)
+        created = await control.create(CreateSession(start_slot=START, slot_count=3))
+        await control.recv_until(ReadyForContinue)
+        async with httpx.AsyncClient(transport=server.http_transport()) as http:
+            url = "http://local" + created.rpc_endpoint
+            answer = await http.post(url, content=GetSlot().to_json())
+            assert (answer.status_code, answer.content) == (502, b"")
+            server.faults.clear()
+            assert (await http.post(url, content=GetSlot().to_json())).status_code == 200
+        nursery.cancel_scope.cancel()
+    with pytest.raises(ValueError, match="must not exceed 1"):
+        ChaosConfig(http_drop=0.5, http_lose_answer=0.3, http_bad_gateway=0.3)

@@ -24,6 +24,7 @@ from ._faults import FaultStream, Link
 from ._http import HttpConnection, HttpRequest, PrefixedStream, TooLarge
 from ._ledger import Ledger, LedgerConfig
 from ._memory import memory_pipe_pair
+from ._memory_http import MemoryHttpTransport
 from ._rpc import answer_rpc, method_of
 from ._session import Session, SessionState
 from ._stats import Delivery, RpcCall, ServerStatistics
@@ -498,6 +499,27 @@ class LocalServer:
             buffer_size: Bytes each direction of a connection buffers.
         """
         return MemoryConnector(self._core, link, buffer_size)
+
+    def http_transport(
+        self, *, link: Link | None = None, buffer_size: int = 64 * 1024
+    ) -> MemoryHttpTransport:
+        """An httpx transport to this server's HTTP side over in-memory streams.
+
+        Pass it as ``httpx.AsyncClient(transport=...)`` to call a session's JSON-RPC (or
+        ``/available-ranges``) with no sockets, e.g. under ``MockClock``. The URL's host does
+        not matter; its path does.
+
+        Args:
+            link: A shared link every connection passes through (the server's ``set_link``
+                link when ``None``).
+            buffer_size: Bytes each direction of a connection buffers.
+        """
+        core = self._core
+
+        def start(stream: trio.abc.Stream) -> None:
+            core.nursery.start_soon(handle_connection, core, stream, link)
+
+        return MemoryHttpTransport(start, buffer_size)
 
     async def _shutdown(self) -> None:
         for conn in self._core.faults.live():
