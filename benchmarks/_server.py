@@ -15,7 +15,7 @@ from trio_backtest.server import ServerConfig, LedgerConfig, serve_backtest
 
 async def main():
     ledger = LedgerConfig(seed=1, bundle_size={bundle})
-    config = ServerConfig(api_keys=({key!r},), record=False, ledger=ledger)
+    config = ServerConfig(api_keys=({key!r},), record=False, ledger=ledger, {options})
     async with trio.open_nursery() as nursery:
         server = await nursery.start(serve_backtest, config)
         print(server.url, flush=True)
@@ -27,9 +27,13 @@ trio.run(main)
 
 
 @contextmanager
-def server_process(bundle_size: int = 100) -> Iterator[str]:
-    """Start a local server in a child process; yield its control URL."""
-    code = _SERVE.format(key=KEY, bundle=bundle_size)
+def server_child(bundle_size: int = 100, **options: object) -> Iterator[tuple[str, int]]:
+    """Start a local server in a child process; yield its control URL and process id.
+
+    ``options`` are further ``ServerConfig`` fields.
+    """
+    extra = ", ".join(f"{name}={value!r}" for name, value in options.items())
+    code = _SERVE.format(key=KEY, bundle=bundle_size, options=extra)
     with subprocess.Popen(
         [sys.executable, "-c", code],
         stdin=subprocess.PIPE,
@@ -43,10 +47,17 @@ def server_process(bundle_size: int = 100) -> Iterator[str]:
             proc.kill()
             raise RuntimeError(f"the server did not start: {url!r}")
         try:
-            yield url
+            yield url, proc.pid
         finally:
             proc.stdin.close()
             try:
-                proc.wait(timeout=10)
+                proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+@contextmanager
+def server_process(bundle_size: int = 100) -> Iterator[str]:
+    """Start a local server in a child process; yield its control URL."""
+    with server_child(bundle_size) as (url, _):
+        yield url

@@ -14,62 +14,22 @@ The server runs in a child process; its memory is read from ``/proc`` (peak resi
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
 import trio
 import trio_websocket
 
+from benchmarks._server import KEY, server_child
 from trio_backtest.server import Ledger, LedgerConfig
 from trio_backtest.server._chain import References
 from trio_backtest.server._runtime import Engine
 
-KEY = "bench-key"
 SESSIONS = 1_000
 BUNDLES = 10
 SLOTS = 10
 BATCH = 64
-
-_SERVE = """
-import sys, trio
-from trio_backtest.server import ServerConfig, LedgerConfig, serve_backtest
-
-async def main():
-    config = ServerConfig(
-        api_keys=({key!r},),
-        record=False,
-        ledger=LedgerConfig(seed=1, bundle_size={bundle}),
-        max_sessions_per_key=100_000,
-    )
-    async with trio.open_nursery() as nursery:
-        server = await nursery.start(serve_backtest, config)
-        print(server.url, flush=True)
-        await trio.to_thread.run_sync(sys.stdin.read)  # until the parent closes stdin
-        nursery.cancel_scope.cancel()
-
-trio.run(main)
-"""
-
-
-@contextmanager
-def _server(bundle_size: int) -> Iterator[tuple[str, int]]:
-    code = _SERVE.format(key=KEY, bundle=bundle_size)
-    with subprocess.Popen(
-        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    ) as proc:
-        assert proc.stdout is not None
-        assert proc.stdin is not None
-        url = proc.stdout.readline().strip()
-        try:
-            yield url, proc.pid
-        finally:
-            proc.stdin.close()
-            proc.wait(timeout=30)
 
 
 def _memory_mib(pid: int) -> tuple[float, float]:
@@ -195,9 +155,9 @@ async def _batch(url: str, pid: int) -> None:
 
 def main() -> None:
     throughput()
-    with _server(bundle_size=100) as (url, pid):
+    with server_child(bundle_size=100, max_sessions_per_key=100_000) as (url, pid):
         trio.run(_many, url, pid)
-    with _server(bundle_size=SLOTS) as (url, pid):
+    with server_child(bundle_size=SLOTS) as (url, pid):
         trio.run(_batch, url, pid)
 
 

@@ -9,6 +9,7 @@ import pytest
 import trio
 
 from tests.conftest import SECRET_KEY
+from tests.server.wire import raw_http
 from trio_backtest.server import LocalServer, ServerConfig, open_server
 
 _TIMEOUT = 0.3
@@ -23,22 +24,7 @@ async def quick_server() -> AsyncIterator[LocalServer]:
 
 
 async def _exchange(server: LocalServer, data: bytes, *, close_after: bool = False) -> bytes:
-    """Send ``data``, then read until the server closes (or half-close first)."""
-    host, port = server.url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)
-    stream = await trio.open_tcp_stream(host, int(port))
-    answer = bytearray()
-    async with stream:
-        if data:
-            await stream.send_all(data)
-        if close_after:
-            return b""
-        with trio.fail_after(5 + 10 * _TIMEOUT):
-            try:
-                while chunk := await stream.receive_some():
-                    answer += chunk
-            except trio.BrokenResourceError:
-                pass
-    return bytes(answer)
+    return await raw_http(server.url, data, close_after=close_after)
 
 
 _POST = b"POST /backtest/some-session HTTP/1.1\r\nHost: x\r\n"

@@ -7,7 +7,6 @@ answer is parsed with ``solders.rpc.responses``: the oracle is solders, not our 
 from __future__ import annotations
 
 import base64
-import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -58,7 +57,7 @@ from solders.token import ID as TOKEN_ID
 from solders.transaction import VersionedTransaction
 
 from tests.conftest import SECRET_KEY
-from tests.server.wire import Control, Data, open_control, tcp_websocket
+from tests.server.wire import Control, Data, open_control, raw_http, tcp_websocket
 from trio_backtest.protocol import (
     AccountDiffNotification,
     Completed,
@@ -101,22 +100,10 @@ class Session:
 
     async def post_raw(self, body: str | bytes) -> bytes:
         """POST over a bare socket (a dropped connection ends an httpx body unclosed)."""
-        host, port = self.url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)
         path = "/" + self.url.split("//", 1)[1].split("/", 1)[1]
         payload = body.encode() if isinstance(body, str) else body
         head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(payload)}\r\n\r\n"
-        stream = await trio.open_tcp_stream(host, int(port))
-        answer = bytearray()
-        async with stream:
-            with contextlib.suppress(trio.BrokenResourceError):
-                await stream.send_all(head.encode() + payload)
-            with trio.fail_after(10):
-                try:
-                    while chunk := await stream.receive_some():
-                        answer += chunk
-                except trio.BrokenResourceError:
-                    pass
-        return bytes(answer)
+        return await raw_http(self.url, head.encode() + payload)
 
     async def raw(self, method: str, params: Any) -> dict[str, Any]:
         body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}

@@ -49,7 +49,7 @@ from ..protocol import (
     Status,
     encode_control,
 )
-from ._chain import Chain, References, SlotRun
+from ._chain import Chain, References
 from ._config import ServerConfig
 from ._ledger import Ledger, base58_decode
 from ._runtime import Engine, Executed, account_from_data
@@ -169,8 +169,11 @@ class WindowSlot:
     executed: list[Executed]
 
     def find(self, signature: str) -> Executed | None:
-        """The executed transaction with ``signature`` in this slot, if any."""
-        return SlotRun(self.slot, {}, self.executed).find(signature)
+        """The executed transaction with ``signature`` in this slot (the latest), if any."""
+        for executed in reversed(self.executed):
+            if executed.signature == signature:
+                return executed
+        return None
 
 
 @final

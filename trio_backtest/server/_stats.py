@@ -67,7 +67,8 @@ class ServerStatistics:
     """Malformed or unexpected frames answered with an error."""
     faults_fired: Mapping[str, int] = attrs.field(converter=_frozen_mapping)
     """Faults applied, by kind (``drop``, ``close``, ``black_hole``, ``refuse``, ``stall``,
-    ``fail_session``, ``chaos_drop``, ``chaos_close``)."""
+    ``fail_session``, ``chaos_drop``, ``chaos_close``, ``http_drop``, ``http_lose_answer``,
+    ``http_bad_gateway``)."""
 
 
 @final
