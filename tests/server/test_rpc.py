@@ -211,6 +211,9 @@ async def test_every_method_answers_in_the_standard_shapes(tcp_server: LocalServ
         assert simulated.value.logs
         fee = await s.call(GetFeeForMessage(upcoming.transaction.message), GetFeeForMessageResp)
         assert fee.value >= 5000
+        # An unfunded payer learns its fee too: 5,000 lamports for its one signature.
+        unfunded = _spoofed_transfer(Pubkey(bytes([9] * 32)), FRESH, 1).message
+        assert (await s.call(GetFeeForMessage(unfunded), GetFeeForMessageResp)).value == 5000
         modified = await s.raw(
             "modifyAccounts",
             [{str(FRESH): _account_data(7_000_000)}],

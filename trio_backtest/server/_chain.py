@@ -22,6 +22,7 @@ from typing import final
 
 from solders.account import Account
 from solders.pubkey import Pubkey
+from solders.system_program import ID as SYSTEM_ID
 from solders.transaction import VersionedTransaction
 
 from ._ledger import Ledger, LedgerSlot
@@ -79,6 +80,8 @@ def _block(
     ]
 
 
+#: What a fee payer holds while its fee is computed: more than any fee.
+_FEE_PROBE_LAMPORTS = 10**15
 #: Slots between two kept checkpoints of a reference's state (the start of a slot).
 _CHECKPOINT_EVERY = 8
 #: Checkpoints a reference keeps (the newest); an older slot replays from the genesis.
@@ -347,8 +350,15 @@ class Chain:
         )
 
     def fee_for(self, slot: int, done: int, transaction: VersionedTransaction) -> int | None:
-        """The fee ``transaction`` would pay at ``(slot, done)``."""
-        return self._engine.fee_for(self.view(slot, done), transaction)
+        """The fee ``transaction`` would pay at ``(slot, done)``, whatever its payer holds.
+
+        The runtime computes it while simulating on a scratch copy of the state in which the
+        fee payer can pay, so an unfunded payer still learns its fee (as on an RPC node).
+        """
+        scratch = World(dict(self.view(slot, done).accounts))
+        payer = transaction.message.account_keys[0]
+        scratch.set(payer, Account(_FEE_PROBE_LAMPORTS, b"", SYSTEM_ID, False, 2**64 - 1))
+        return self._engine.fee_for(scratch, transaction)
 
     def _fork(self, slot: int, done: int | None) -> World:
         if self._world is not None:
