@@ -12,7 +12,7 @@ from tests.conftest import SECRET_KEY
 from tests.server.wire import raw_http
 from trio_backtest.server import LocalServer, ServerConfig, open_server
 
-_TIMEOUT = 0.3
+_TIMEOUT = 0.1
 
 
 @pytest.fixture

@@ -38,7 +38,7 @@ class ServerCore:
         self.nursery = nursery
         # Sessions at different positions share plans: keep a few thousand transactions.
         self.ledger = Ledger(config.ledger, cache_slots=256, cache_transactions=8192)
-        self.engine = Engine(self.ledger)
+        self.engine = Engine.shared(self.ledger)
         self.references = References(self.ledger, self.engine, config.reference_cache_slots)
         self.counters = Counters()
         self.faults = FaultControls(self.counters, config.chaos)

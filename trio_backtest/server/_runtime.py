@@ -15,6 +15,7 @@ signer can be spoofed (as on the hosted simulator).
 from __future__ import annotations
 
 import base64
+import threading
 from collections.abc import Iterable
 from typing import Any, Final, final
 
@@ -330,18 +331,35 @@ class Simulation:
         self.value = value
 
 
-class Engine:
-    """The server's one LiteSVM, executing on behalf of many worlds."""
+_local = threading.local()
 
-    def __init__(self, ledger: Ledger) -> None:
-        svm = (
+
+class Engine:
+    """One LiteSVM, executing on behalf of many worlds."""
+
+    @classmethod
+    def shared(cls, ledger: Ledger) -> Engine:
+        """The engine of this thread, with ``ledger``'s programs deployed.
+
+        A LiteSVM does not give its memory back when dropped, so every server of a thread
+        shares one (Trio runs one thread at a time; each thread gets its own engine).
+        Worlds are loaded before every execution, so servers cannot see each other's state.
+        """
+        engine: Engine | None = getattr(_local, "engine", None)
+        if engine is None:
+            engine = _local.engine = cls()
+        engine.deploy(ledger)
+        return engine
+
+    def __init__(self, ledger: Ledger | None = None) -> None:
+        """A new engine (prefer :meth:`shared`), with ``ledger``'s programs if given."""
+        self._svm = (
             LiteSVM().with_sigverify(False).with_blockhash_check(False).with_transaction_history(0)
         )
-        memo = svm.get_account(MEMO_ID)
+        memo = self._svm.get_account(MEMO_ID)
         assert memo is not None  # LiteSVM ships the memo program
-        for program in ledger.app_program_keys():
-            svm.add_program(program, bytes(memo.data))
-        self._svm = svm
+        self._memo_elf = bytes(memo.data)
+        self._deployed: set[Pubkey] = set()
         self._loaded: World | None = None
         self._loaded_version = -1
         self._held: dict[Pubkey, Account | None] = {}
@@ -353,6 +371,15 @@ class Engine:
         """Transactions executed so far (statistics)."""
         self.loads = 0
         """World switches so far (statistics)."""
+        if ledger is not None:
+            self.deploy(ledger)
+
+    def deploy(self, ledger: Ledger) -> None:
+        """Deploy ``ledger``'s app programs (copies of the memo program), once each."""
+        for program in ledger.app_program_keys():
+            if program not in self._deployed:
+                self._svm.add_program(program, self._memo_elf)
+                self._deployed.add(program)
 
     # ------------------------------------------------------------ reads
 
