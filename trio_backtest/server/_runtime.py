@@ -57,6 +57,17 @@ def ui_account(account: Account) -> dict[str, Any]:
     }
 
 
+def error_json(err: Any) -> Any:
+    """The RPC JSON of a solders ``TransactionError`` (``None`` for none)."""
+    if err is None:
+        return None
+    # solders knows the RPC spelling of every error; it writes it inside a status meta.
+    meta = UiTransactionStatusMeta(
+        err, 0, [], [], None, None, None, None, None, _NO_LOADED_ADDRESSES, None, None
+    )
+    return orjson.loads(meta.to_json())["err"]
+
+
 def account_from_data(data: AccountData) -> Account | None:
     """The solders account an ``AccountData`` describes (``None`` for zero lamports: absent).
 
@@ -206,24 +217,23 @@ class Executed:
     def _build_raw(self) -> dict[str, Any]:
         message = self.transaction.message
         header = message.header
-        meta = UiTransactionStatusMeta(
-            self.err,
-            self.meta.fee(),
-            list(self.balances[0]),
-            list(self.balances[1]),
-            [],
-            list(self.meta.logs()),
-            [],
-            [],
-            [],
-            _NO_LOADED_ADDRESSES,
-            None,
-            self.meta.compute_units_consumed(),
-        )
-        meta_json = orjson.loads(meta.to_json())
-        # solders writes status Ok whatever err is; RPC nodes mirror err in status.
-        err = meta_json["err"]
-        meta_json["status"] = {"Ok": None} if err is None else {"Err": err}
+        err = error_json(self.err)
+        meta_json = {
+            "err": err,
+            "status": {"Ok": None} if err is None else {"Err": err},
+            "fee": self.meta.fee(),
+            "preBalances": list(self.balances[0]),
+            "postBalances": list(self.balances[1]),
+            "innerInstructions": [],
+            "logMessages": list(self.meta.logs()),
+            "preTokenBalances": [],
+            "postTokenBalances": [],
+            "rewards": [],
+            "loadedAddresses": {"writable": [], "readonly": []},
+            "returnData": None,
+            "computeUnitsConsumed": self.meta.compute_units_consumed(),
+            "costUnits": None,
+        }
         message_json: dict[str, Any] = {
             "header": {
                 "numRequiredSignatures": header.num_required_signatures,
@@ -478,13 +488,10 @@ class Engine:
         else:
             err = simulation.err()
             meta = simulation.meta()
-        status = UiTransactionStatusMeta(
-            err, 0, [], [], None, None, None, None, None, _NO_LOADED_ADDRESSES, None, None
-        )
         return Simulation(
             err,
             {
-                "err": orjson.loads(status.to_json())["err"],
+                "err": error_json(err),
                 "logs": list(meta.logs()),
                 "accounts": None,
                 "unitsConsumed": meta.compute_units_consumed(),
