@@ -10,7 +10,7 @@ from solders.transaction_status import EncodedConfirmedTransactionWithStatusMeta
 
 from trio_backtest.server._chain import References, SlotRun
 from trio_backtest.server._ledger import Ledger, LedgerConfig
-from trio_backtest.server._runtime import Engine
+from trio_backtest.server._runtime import Engine, Executed
 
 SEED = 11
 
@@ -28,9 +28,9 @@ def runs(ledger: Ledger) -> list[SlotRun]:
     return [reference.run(slot) for slot in range(60)]
 
 
-def _executed(runs: list[SlotRun]) -> Iterator[tuple[int, object]]:
+def _executed(runs: list[SlotRun]) -> Iterator[Executed]:
     for run in runs:
-        yield from ((run.slot, e) for e in run.executed)
+        yield from run.executed
 
 
 def test_execution_agrees_with_the_plan(ledger: Ledger, runs: list[SlotRun]) -> None:
@@ -102,12 +102,12 @@ def test_diffs_chain_from_one_state_to_the_next(runs: list[SlotRun]) -> None:
 
 def test_notifications_are_get_transaction_json_of_realistic_size(runs: list[SlotRun]) -> None:
     sizes = []
-    for _, executed in _executed(runs):
-        text = orjson.dumps(executed.raw)  # type: ignore[attr-defined]
+    for executed in _executed(runs):
+        text = orjson.dumps(executed.raw)
         sizes.append(len(text))
         parsed = EncodedConfirmedTransactionWithStatusMeta.from_json(text.decode())
-        assert str(parsed.transaction.transaction.signatures[0]) == executed.signature  # type: ignore[attr-defined]
-        assert parsed.slot == executed.slot  # type: ignore[attr-defined]
+        assert str(parsed.transaction.transaction.signatures[0]) == executed.signature
+        assert parsed.slot == executed.slot
     assert len(sizes) > 1000
     assert min(sizes) >= 1024
     assert max(sizes) <= 3072
