@@ -134,3 +134,15 @@ def test_a_signer_filter_skips_that_signers_transactions(ledger: Ledger) -> None
     for slot in range(5):
         plan = [tx.signature for tx in ledger.slot(slot).transactions if tx.fee_payer != wallet]
         assert [e.signature for e in filtered.run(slot).executed] == plan
+
+
+def test_a_reset_engine_serves_worlds_as_before(ledger: Ledger, runs: list[SlotRun]) -> None:
+    engine = Engine(ledger)
+    reference = References(ledger, engine, cache_slots=4).acquire(0, frozenset())
+    first = [orjson.dumps(e.raw) for e in reference.run(0).executed]
+    engine.reset()
+    again = References(ledger, engine, cache_slots=4).acquire(0, frozenset())
+    assert [orjson.dumps(e.raw) for e in again.run(0).executed] == first
+    assert [orjson.dumps(e.raw) for e in reference.run(1).executed] == [
+        orjson.dumps(e.raw) for e in runs[1].executed
+    ]

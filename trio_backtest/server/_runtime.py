@@ -384,6 +384,23 @@ class Engine:
         if ledger is not None:
             self.deploy(ledger)
 
+    def reset(self) -> None:
+        """Give every address a world set back to the engine's own value, and forget it.
+
+        A server calls this when it stops, so a shared engine does not carry the addresses
+        of servers long gone into every later world switch. Safe at any time: worlds are
+        authoritative, and the next execution loads its world in full.
+        """
+        svm = self._svm
+        for key, value in self._held.items():
+            original = self._baseline.get(key)
+            if value is not original:
+                svm.set_account(key, _EMPTY if original is None else original)
+        self._held.clear()
+        self._baseline.clear()
+        self._loaded = None
+        self._loaded_version = -1
+
     def deploy(self, ledger: Ledger) -> None:
         """Deploy ``ledger``'s app programs (copies of the memo program), once each."""
         for program in ledger.app_program_keys():

@@ -655,6 +655,7 @@ async def open_server(config: ServerConfig) -> AsyncIterator[LocalServer]:
             finally:
                 await server._shutdown()
                 nursery.cancel_scope.cancel()
+                core.engine.reset()
     except BaseExceptionGroup as group:
         if len(group.exceptions) == 1:
             _reraise(group.exceptions[0])
