@@ -52,6 +52,8 @@ from ._policy import DisconnectCause as DisconnectCause
 from ._policy import GiveUp as GiveUp
 from ._policy import ReconnectPolicy as ReconnectPolicy
 from ._policy import Retry as Retry
+from ._ranges import AvailableRange as AvailableRange
+from ._ranges import available_ranges as available_ranges
 from ._rpc import RpcError as RpcError
 from ._rpc import RpcUnavailableError as RpcUnavailableError
 from ._rpc import SessionRpc as SessionRpc

@@ -86,6 +86,7 @@ __all__ = [
     "RpcError",
     "RpcUnavailableError",
     "SessionRpc",
+    "default_ssl_context",
     "http_endpoint",
     "interpret_answer",
     "open_session_rpc",
@@ -324,7 +325,7 @@ class _SoldersResponse(Protocol):
 _DEFAULT_CONTEXT: ssl.SSLContext | None = None
 
 
-def _default_ssl_context() -> ssl.SSLContext:
+def default_ssl_context() -> ssl.SSLContext:
     """The verifying context the control socket uses too, built once."""
     global _DEFAULT_CONTEXT
     if _DEFAULT_CONTEXT is None:
@@ -403,7 +404,7 @@ class SessionRpc:
             self._url = http_endpoint(self._endpoint())
             self._client = httpx.AsyncClient(
                 transport=self._transport,
-                verify=self._config.ssl_context or _default_ssl_context(),
+                verify=self._config.ssl_context or default_ssl_context(),
                 # Deadlines are Trio's (virtual time in tests); proxies and .netrc from
                 # the environment never see the session id.
                 timeout=None,
