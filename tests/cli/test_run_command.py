@@ -143,7 +143,12 @@ async def test_sigint_mid_run_closes_the_session_and_exits_130() -> None:
                 (session_id,) = srv.session_ids()
                 proc.send_signal(signal.SIGINT)
                 code = await proc.wait()
-                output = await proc.stdout.receive_some()
+                output = b""
+                while chunk := await proc.stdout.receive_some():
+                    output += chunk
         assert code == 130
-        assert b"interrupted" in output
+        assert b"interrupted: closing the session" in output
+        # Then the summary of what ran.
+        assert b"backtest summary (interrupted)" in output
+        assert _summary_value(output, "slots") >= 1
         assert srv.session_state(session_id) is None  # the session was closed
