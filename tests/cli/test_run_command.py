@@ -32,8 +32,9 @@ def _records(path: Path) -> list[dict[str, object]]:
 
 def _summary_value(stdout: bytes, label: str) -> int:
     for line in stdout.decode().splitlines():
-        if label in line:
-            return int(line.split("│")[2].strip())
+        cells = [cell.strip() for cell in line.split("│")]
+        if len(cells) == 4 and cells[1] == label:  # a row of the summary table
+            return int(cells[2])
     raise AssertionError(f"no {label!r} in the summary")
 
 
