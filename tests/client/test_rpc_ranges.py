@@ -127,3 +127,15 @@ async def test_no_key_in_clear_text_to_another_machine() -> None:
 async def test_a_bad_url_is_refused() -> None:
     with pytest.raises(ValueError, match="ws:// or wss://"):
         await fetch("https://sim.example/backtest", SECRET_KEY)
+
+
+async def test_the_local_server_lists_its_bundles() -> None:
+    from trio_backtest.server import open_local_server
+
+    async with open_local_server(api_keys=(SECRET_KEY,), bundle_size=50) as srv:
+        ranges = await fetch(srv.url, SECRET_KEY)
+        with pytest.raises(ManagedSessionError, match=r"refused the API key \(HTTP 401\)"):
+            await fetch(srv.url, "not-the-key")
+    assert len(ranges) == 100  # the local server's default listing
+    assert ranges[:2] == [AvailableRange(0, 49, 0), AvailableRange(50, 99, 50)]
+    assert ranges[-1] == AvailableRange(4_950, 4_999, 4_950)
