@@ -322,6 +322,8 @@ class _SoldersResponse(Protocol):
     def from_json(raw: str) -> object: ...
 
 
+_COMPLETED: Final = "the session has completed; its data plane is gone"
+
 _DEFAULT_CONTEXT: ssl.SSLContext | None = None
 
 
@@ -382,7 +384,7 @@ class SessionRpc:
             task_status.started()
             if self._completed is not None:
                 await self._completed.wait()
-                self._mark_gone("the session has completed; its data plane is gone")
+                self._mark_gone(_COMPLETED)
             await trio.sleep_forever()
         finally:
             self._mark_gone("the session is closed")
@@ -398,6 +400,9 @@ class SessionRpc:
             self._gone_event.set()
 
     def _open_client(self, method: str) -> tuple[httpx.AsyncClient, str]:
+        if self._completed is not None and self._completed.is_set():
+            # Known before `run` wakes up to it: the user may already hold `Completed`.
+            self._mark_gone(_COMPLETED)
         if self._gone is not None:
             raise RpcUnavailableError(f"{method}: {self._gone}")
         if self._client is None or self._url is None:
@@ -425,6 +430,11 @@ class SessionRpc:
             try:
                 response = await client.post(url, content=body)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                refused = _certificate_error(exc)
+                if refused is not None:  # a certificate does not get better by asking again
+                    raise RpcUnavailableError(
+                        f"{method}: the data plane's TLS certificate was refused ({refused})"
+                    ) from None
                 return Lost(_describe(exc), sent=False)
             except httpx.TransportError as exc:
                 return Lost(_describe(exc), sent=True)
@@ -691,6 +701,16 @@ def _already_processed(error: RpcError) -> bool:
     """A preflight that failed because this very transaction already executed."""
     data = error.data
     return isinstance(data, dict) and data.get("err") == "AlreadyProcessed"
+
+
+def _certificate_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate verification failure behind a failed connect, if that is what it was."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # httpx and httpcore wrap the ssl error a few times
+        if seen is None or isinstance(seen, ssl.SSLCertVerificationError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _describe(exc: BaseException) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import ssl
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -42,6 +43,7 @@ from solders.transaction_status import TransactionConfirmationStatus, Transactio
 
 from trio_backtest import (
     AccountData,
+    ClientConfig,
     ProtocolError,
     RpcError,
     RpcUnavailableError,
@@ -342,6 +344,20 @@ async def test_a_try_without_answer_times_out_and_is_retried(
     assert plane.times("getBalance") == pytest.approx([hung_at[0] + 30 + SCHEDULE[0]])
 
 
+async def test_a_refused_certificate_is_not_retried(plane: FakeDataPlane) -> None:
+    def refused(request: dict[str, Any]) -> httpx.Response:
+        try:
+            raise ssl.SSLCertVerificationError("certificate verify failed: self-signed")
+        except ssl.SSLError as exc:
+            raise httpx.ConnectError(str(exc)) from exc
+
+    plane.defaults["getBalance"] = refused
+    async with open_session_rpc(ENDPOINT, transport=httpx.MockTransport(plane)) as rpc:
+        with pytest.raises(RpcUnavailableError, match="certificate was refused"):
+            await rpc.get_balance(SYSTEM)
+    assert len(plane.requests) == 1
+
+
 @pytest.mark.parametrize(
     ("step", "error", "fragment"),
     [
@@ -521,8 +537,6 @@ async def test_a_failed_preflight_is_an_rpc_error_and_not_resent(
 async def test_after_completion_calls_fail_at_once_without_a_request(
     plane: FakeDataPlane, autojump_clock: trio.abc.Clock
 ) -> None:
-    from trio_backtest import ClientConfig
-
     completed = trio.Event()
     rpc = SessionRpc(
         lambda: ENDPOINT,
@@ -550,6 +564,25 @@ async def test_after_completion_calls_fail_at_once_without_a_request(
     assert len(plane.requests) == 1
     with pytest.raises(RpcUnavailableError, match="has completed"):
         await rpc.get_slot()
+
+
+async def test_completion_counts_even_before_the_pool_keeper_has_seen_it(
+    plane: FakeDataPlane,
+) -> None:
+    completed = trio.Event()
+    rpc = SessionRpc(
+        lambda: ENDPOINT,
+        config=ClientConfig(),
+        completed=completed,
+        transport=httpx.MockTransport(plane),
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(rpc.run)
+        completed.set()  # and at once, with no checkpoint in between, a call
+        with pytest.raises(RpcUnavailableError, match="has completed"):
+            await rpc.get_balance(SYSTEM)
+        nursery.cancel_scope.cancel()
+    assert plane.requests == []
 
 
 async def test_after_the_block_calls_fail_at_once(plane: FakeDataPlane) -> None:

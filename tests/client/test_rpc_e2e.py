@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import importlib.util
+import ssl
 import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 
 import pytest
 import trio
+import trustme
 from solders.account import Account
 from solders.keypair import Keypair
 from solders.message import MessageV0
@@ -28,7 +30,9 @@ from solders.transaction import VersionedTransaction
 
 from tests.client.helpers import drive, until_ready
 from tests.conftest import SECRET_KEY
+from tests.reliability.test_tls import open_tls_server
 from trio_backtest import (
+    ClientConfig,
     ContinueParams,
     CreateSession,
     ManagedBacktestSession,
@@ -37,6 +41,7 @@ from trio_backtest import (
     open_backtest_session,
     open_parallel_session,
 )
+from trio_backtest._rpc import open_session_rpc
 from trio_backtest.server import LocalServer, open_local_server
 
 EXAMPLES = Path(__file__).parents[2] / "docs" / "examples"
@@ -56,6 +61,11 @@ def example(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
 
 
 @pytest.fixture
@@ -304,3 +314,23 @@ async def _finish(session: ManagedBacktestSession) -> None:
     if session.ready:
         await session.send_continue(ContinueParams(advance_count=10))
     await drive(session)
+
+
+# ---------------------------------------------------------------- TLS
+
+
+async def test_the_data_plane_over_https_is_verified(ca: trustme.CA) -> None:
+    trusted = ssl.create_default_context()
+    ca.configure_trust(trusted)
+    create = CreateSession(start_slot=1_000, slot_count=1)
+    async with open_tls_server(ca) as (_server, url):
+        with trio.fail_after(BOUND):
+            config = ClientConfig(ssl_context=trusted)
+            async with open_backtest_session(url, SECRET_KEY, create, config=config) as session:
+                await until_ready(session)
+                assert session.info.rpc_endpoint.startswith("wss://127.0.0.1:")
+                assert await session.rpc.get_slot() == 1_000  # https, with the given anchors
+                # Without them the certificate is refused, at once and for good.
+                async with open_session_rpc(session.info.rpc_endpoint) as default:
+                    with pytest.raises(RpcUnavailableError, match="certificate was refused"):
+                        await default.get_slot()
