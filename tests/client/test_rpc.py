@@ -534,16 +534,21 @@ async def test_a_failed_preflight_is_an_rpc_error_and_not_resent(
 # ---------------------------------------------------------------- the session's lifetime
 
 
-async def test_after_completion_calls_fail_at_once_without_a_request(
-    plane: FakeDataPlane, autojump_clock: trio.abc.Clock
-) -> None:
-    completed = trio.Event()
-    rpc = SessionRpc(
+def session_rpc(plane: FakeDataPlane, completed: trio.Event) -> SessionRpc:
+    """A `SessionRpc` as a session builds it: told when the session completes."""
+    return SessionRpc(
         lambda: ENDPOINT,
         config=ClientConfig(),
         completed=completed,
         transport=httpx.MockTransport(plane),
     )
+
+
+async def test_after_completion_calls_fail_at_once_without_a_request(
+    plane: FakeDataPlane, autojump_clock: trio.abc.Clock
+) -> None:
+    completed = trio.Event()
+    rpc = session_rpc(plane, completed)
     plane.scripts["getBalance"] = [raw(502)]
     async with trio.open_nursery() as nursery:
         await nursery.start(rpc.run)
@@ -570,12 +575,7 @@ async def test_completion_counts_even_before_the_pool_keeper_has_seen_it(
     plane: FakeDataPlane,
 ) -> None:
     completed = trio.Event()
-    rpc = SessionRpc(
-        lambda: ENDPOINT,
-        config=ClientConfig(),
-        completed=completed,
-        transport=httpx.MockTransport(plane),
-    )
+    rpc = session_rpc(plane, completed)
     async with trio.open_nursery() as nursery:
         await nursery.start(rpc.run)
         completed.set()  # and at once, with no checkpoint in between, a call
