@@ -59,7 +59,7 @@ SLOTS = int(_env("SLOTS", 100))
 SECONDS = _env("SECONDS", 0)
 SEED = int(_env("SEED", 11))
 BUNDLE = 20
-HANG_GUARD = SECONDS + 120.0
+HANG_GUARD = SECONDS + 400.0
 """Wall seconds after which the soak counts as hung (not a speed requirement)."""
 
 

@@ -59,7 +59,12 @@ def _apply(accounts: dict[Pubkey, Account | None], executed: Executed) -> None:
 
 
 def _block(
-    engine: Engine, world: World, ledger_slot: LedgerSlot, start: int, stop: int, skipped: frozenset[str]
+    engine: Engine,
+    world: World,
+    ledger_slot: LedgerSlot,
+    start: int,
+    stop: int,
+    skipped: frozenset[str],
 ) -> list[Executed]:
     return [
         engine.execute(
@@ -313,7 +318,9 @@ class Chain:
             return accounts[key]
         return self._engine.baseline(key)
 
-    def program_accounts(self, slot: int, done: int, program: Pubkey) -> list[tuple[Pubkey, Account]]:
+    def program_accounts(
+        self, slot: int, done: int, program: Pubkey
+    ) -> list[tuple[Pubkey, Account]]:
         """Accounts owned by ``program`` at ``(slot, done)``."""
         return self._engine.program_accounts(self.view(slot, done), program)
 

@@ -83,9 +83,10 @@ class ChaosConfig:
     @property
     def active(self) -> bool:
         """Whether any fault can fire at all."""
-        return bool(
-            self.drop_probability or self.close_probability or self.mean_interval
-        ) or self.http_active
+        return (
+            bool(self.drop_probability or self.close_probability or self.mean_interval)
+            or self.http_active
+        )
 
     @property
     def http_active(self) -> bool:

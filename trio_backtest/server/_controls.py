@@ -246,7 +246,11 @@ class FaultControls:
             seed: Seed of this rule's random draws.
             session_id: The session the rule applies to; ``None`` for every session.
         """
-        for name, value in (("drop", drop), ("lose_answer", lose_answer), ("bad_gateway", bad_gateway)):
+        for name, value in (
+            ("drop", drop),
+            ("lose_answer", lose_answer),
+            ("bad_gateway", bad_gateway),
+        ):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be within [0, 1], got {value}")
         if drop + lose_answer + bad_gateway > 1.0:

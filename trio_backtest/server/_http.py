@@ -101,8 +101,7 @@ class HttpConnection:
             event.method.decode("latin-1"),
             event.target.decode("latin-1"),
             tuple(
-                (name.decode("latin-1"), value.decode("latin-1"))
-                for name, value in event.headers
+                (name.decode("latin-1"), value.decode("latin-1")) for name, value in event.headers
             ),
             event.http_version.decode("latin-1"),
         )

@@ -28,7 +28,7 @@ import math
 import random
 import struct
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Final, Literal, TypeVar, final
 
 import attrs
@@ -222,13 +222,43 @@ _KIND_WEIGHTS: Final[tuple[tuple[TransactionKind, float], ...]] = (
 _MEMO_LENGTH: Final = (40, 520)
 _NOTE_LENGTH: Final = (20, 200)
 _WORDS: Final = (
-    "swap route filled order cancel settle crank oracle price vault deposit withdraw "
-    "rebalance harvest stake unstake claim reward pool liquidity slippage bid ask "
-    "spread tick market limit taker maker fee rebate epoch bundle leader arb"
-).split()
+    "swap",
+    "route",
+    "filled",
+    "order",
+    "cancel",
+    "settle",
+    "crank",
+    "oracle",
+    "price",
+    "vault",
+    "deposit",
+    "withdraw",
+    "rebalance",
+    "harvest",
+    "stake",
+    "unstake",
+    "claim",
+    "reward",
+    "pool",
+    "liquidity",
+    "slippage",
+    "bid",
+    "ask",
+    "spread",
+    "tick",
+    "market",
+    "limit",
+    "taker",
+    "maker",
+    "fee",
+    "rebate",
+    "epoch",
+    "bundle",
+    "leader",
+    "arb",
+)
 _TOKEN_TRANSFER: Final = 3
-_MINT_SIZE: Final = 82
-_TOKEN_ACCOUNT_SIZE: Final = 165
 
 
 @final
@@ -297,7 +327,9 @@ def _mint_data(supply: int) -> bytes:
     return bytes(36) + struct.pack("<QB?", supply, _TOKEN_DECIMALS, True) + bytes(36)
 
 
-def _token_transfer(source: Pubkey, destination: Pubkey, authority: Pubkey, amount: int) -> Instruction:
+def _token_transfer(
+    source: Pubkey, destination: Pubkey, authority: Pubkey, amount: int
+) -> Instruction:
     return Instruction(
         TOKEN_ID,
         struct.pack("<BQ", _TOKEN_TRANSFER, amount),
@@ -507,7 +539,9 @@ class Ledger:
         message = Message.new_with_blockhash(instructions, payer, blockhash)
         transaction = VersionedTransaction.populate(message, [signature])
         keys = message.account_keys
-        programs = tuple(dict.fromkeys(str(keys[ix.program_id_index]) for ix in message.instructions))
+        programs = tuple(
+            dict.fromkeys(str(keys[ix.program_id_index]) for ix in message.instructions)
+        )
         written = set(writes)
         accounts = tuple(str(key) for key in keys if key in written)
         return LedgerTransaction(
@@ -528,7 +562,9 @@ class Ledger:
         owned = len(self._tokens_of.get(payer, ()))
         return owned < len(self._tokens) if failed else owned > 0
 
-    def _transfer(self, rng: _Draw, payer: Pubkey, failed: bool, writes: list[Pubkey]) -> Instruction:
+    def _transfer(
+        self, rng: _Draw, payer: Pubkey, failed: bool, writes: list[Pubkey]
+    ) -> Instruction:
         if rng.random() < _CREATE_RATE:
             # A fresh address: the transfer creates a System account (its diff has no pre).
             to = Pubkey(rng.randbytes(32))
@@ -570,4 +606,3 @@ class Ledger:
                 other = rng.pick(self._wallets)
             metas.append(AccountMeta(other, is_signer=False, is_writable=False))
         return Instruction(program, text, metas)
-

@@ -254,7 +254,14 @@ def _filter(account: Account, rule: Any) -> bool:
     memcmp = rule.get("memcmp")
     if not isinstance(memcmp, dict) or type(memcmp.get("offset")) is not int:
         raise _params_error("memcmp needs an integer offset and bytes")
-    wanted = _binary(memcmp.get("bytes"), memcmp.get("encoding"), "memcmp bytes")
+    raw = memcmp.get("bytes")
+    if memcmp.get("encoding") == "bytes":
+        # solders spells memcmp bytes as an array of integers.
+        if not isinstance(raw, list) or not all(type(b) is int and 0 <= b < 256 for b in raw):
+            raise _params_error("memcmp bytes must be integers 0-255")
+        wanted = bytes(raw)
+    else:
+        wanted = _binary(raw, memcmp.get("encoding"), "memcmp bytes")
     offset = memcmp["offset"]
     return account.data[offset : offset + len(wanted)] == wanted
 

@@ -67,7 +67,9 @@ def account_from_data(data: AccountData) -> Account | None:
         return None
     if data.space > len(raw):
         raw += bytes(data.space - len(raw))
-    return Account(data.lamports, raw, Pubkey.from_string(data.owner), data.executable, _RENT_EXEMPT)
+    return Account(
+        data.lamports, raw, Pubkey.from_string(data.owner), data.executable, _RENT_EXEMPT
+    )
 
 
 def _writable_flags(tx: VersionedTransaction) -> tuple[bool, ...]:
@@ -333,10 +335,7 @@ class Engine:
 
     def __init__(self, ledger: Ledger) -> None:
         svm = (
-            LiteSVM()
-            .with_sigverify(False)
-            .with_blockhash_check(False)
-            .with_transaction_history(0)
+            LiteSVM().with_sigverify(False).with_blockhash_check(False).with_transaction_history(0)
         )
         memo = svm.get_account(MEMO_ID)
         assert memo is not None  # LiteSVM ships the memo program
@@ -379,7 +378,7 @@ class Engine:
         simulation = self._simulate(world, transaction)
         if isinstance(simulation, SimulatedTransactionInfo):
             return int(simulation.meta().fee())
-        fee = simulation.meta().fee
+        fee = simulation.meta().fee()
         return int(fee) if fee else None
 
     # ------------------------------------------------------------ execution
@@ -508,7 +507,9 @@ class Engine:
         self.loads += 1
 
 
-def _not_in(held: dict[Pubkey, Account | None], accounts: dict[Pubkey, Account | None]) -> Iterable[Pubkey]:
+def _not_in(
+    held: dict[Pubkey, Account | None], accounts: dict[Pubkey, Account | None]
+) -> Iterable[Pubkey]:
     if len(held) == len(accounts):
         return ()
     return [key for key in held if key not in accounts]

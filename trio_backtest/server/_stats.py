@@ -11,6 +11,10 @@ import attrs
 __all__ = ["Counters", "Delivery", "Record", "RpcCall", "ServerStatistics"]
 
 
+def _headers(value: Mapping[str, str]) -> Mapping[str, str]:
+    return dict(value)
+
+
 def _frozen_mapping(value: Mapping[str, int]) -> Mapping[str, int]:
     return dict(sorted(value.items()))
 
@@ -163,7 +167,7 @@ class RpcCall:
 
     method: str | None
     """The JSON-RPC method (``None`` for a batch or a body that is no request)."""
-    headers: Mapping[str, str] = attrs.field(converter=dict)
+    headers: Mapping[str, str] = attrs.field(converter=_headers)
     """The request headers, names lower-case, as received."""
     status: int
     """The HTTP status answered; 0 when no answer was sent."""
