@@ -448,6 +448,7 @@ class SessionRpc:
                 response.status_code, response.content, method=method, request_id=request_id
             )
             if isinstance(outcome, Gone):
+                self._mark_gone(outcome.reason)  # later calls need not ask again
                 raise RpcUnavailableError(f"{method}: {outcome.reason}")
             return outcome
         return Lost(f"no answer within {self._request_timeout:g} s", sent=True)

@@ -124,6 +124,9 @@ class FakeDataPlane:
         return [p for _, m, p in self.requests if m == method]
 
 
+GONE = raw(404)
+
+
 def balance(lamports: int) -> Step:
     return lambda request: answer(GetBalanceResp(lamports, CONTEXT), request)
 
@@ -361,7 +364,7 @@ async def test_a_refused_certificate_is_not_retried(plane: FakeDataPlane) -> Non
 @pytest.mark.parametrize(
     ("step", "error", "fragment"),
     [
-        (raw(404), RpcUnavailableError, "does not know this session"),
+        (GONE, RpcUnavailableError, "does not know this session"),
         (raw(500, b"internal"), RpcUnavailableError, "answered HTTP 500"),
         (raw(200, b"<html>"), ProtocolError, "not a JSON-RPC response"),
         (raw(200, b'{"jsonrpc":"2.0","id":1,"result":{"value":"x"}}'), ProtocolError, "Solana"),
@@ -381,6 +384,10 @@ async def test_final_answers_are_not_retried(
     with pytest.raises(error, match=fragment) as info:
         await rpc.get_balance(SYSTEM)
     assert len(plane.requests) == 1
+    if step is GONE:  # a session the server does not know stays gone, without asking
+        with pytest.raises(RpcUnavailableError, match="does not know this session"):
+            await rpc.get_slot()
+        assert len(plane.requests) == 1
     assert not isinstance(info.value, httpx.HTTPError)
     if isinstance(info.value, RpcError):
         assert (info.value.code, info.value.message, info.value.data) == (
