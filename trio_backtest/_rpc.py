@@ -18,9 +18,9 @@ import itertools
 import logging
 import ssl
 import urllib.parse
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
-from typing import Any, Final, Protocol, TypeVar, final
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextlib import aclosing, asynccontextmanager
+from typing import Any, Final, Protocol, TypeVar, cast, final
 
 import attrs
 import httpx
@@ -428,7 +428,7 @@ class SessionRpc:
         client, url = self._open_client(method)
         with trio.move_on_after(self._request_timeout):
             try:
-                response = await client.post(url, content=body)
+                status, content = await self._post(client, url, body, method)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                 refused = _certificate_error(exc)
                 if refused is not None:  # a certificate does not get better by asking again
@@ -444,14 +444,34 @@ class SessionRpc:
                 if self._gone is not None:  # the pool was closed under this call
                     raise RpcUnavailableError(f"{method}: {self._gone}") from None
                 raise
-            outcome = interpret_answer(
-                response.status_code, response.content, method=method, request_id=request_id
-            )
+            outcome = interpret_answer(status, content, method=method, request_id=request_id)
             if isinstance(outcome, Gone):
                 self._mark_gone(outcome.reason)  # later calls need not ask again
                 raise RpcUnavailableError(f"{method}: {outcome.reason}")
             return outcome
         return Lost(f"no answer within {self._request_timeout:g} s", sent=True)
+
+    async def _post(
+        self, client: httpx.AsyncClient, url: str, body: bytes, method: str
+    ) -> tuple[int, bytes]:
+        """Send one request; the status and the (decoded) body, read up to the size limit."""
+        limit = self._config.max_message_size
+        async with (
+            client.stream("POST", url, content=body) as response,
+            # httpx types it an iterator; it is a generator, closed here even when cut short.
+            aclosing(cast("AsyncGenerator[bytes, None]", response.aiter_bytes())) as reading,
+        ):
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in reading:
+                size += len(chunk)
+                if size > limit:
+                    raise ProtocolError(
+                        f"{method}: the answer is larger than max_message_size ({limit} bytes)",
+                        method=method,
+                    )
+                chunks.append(chunk)
+            return response.status_code, b"".join(chunks)
 
     async def _pause(self, attempt: int) -> None:
         """Wait before try ``attempt + 1``; cut short when the session goes away."""

@@ -398,6 +398,20 @@ async def test_final_answers_are_not_retried(
         assert info.value.method == "getBalance"
 
 
+async def test_an_answer_over_the_size_limit_is_refused(plane: FakeDataPlane) -> None:
+    huge = {"context": {"slot": 1}, "value": [None] * 20_000}  # about 100 KB
+    plane.defaults["getMultipleAccounts"] = lambda r: httpx.Response(
+        200, json={"jsonrpc": "2.0", "id": r["id"], "result": huge}
+    )
+    config = ClientConfig(max_message_size=64 * 1024)
+    transport = httpx.MockTransport(plane)
+    async with open_session_rpc(ENDPOINT, config=config, transport=transport) as rpc:
+        with pytest.raises(ProtocolError, match=r"larger than max_message_size \(65536 bytes\)"):
+            await rpc.get_multiple_accounts([SYSTEM])
+        assert await rpc.get_balance(SYSTEM) == 42  # the next call is not affected
+    assert len(plane.requests) == 2
+
+
 async def test_modify_accounts_is_retried_like_a_read(
     plane: FakeDataPlane, rpc: SessionRpc, autojump_clock: trio.abc.Clock
 ) -> None:
