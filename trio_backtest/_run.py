@@ -302,10 +302,8 @@ async def _target(options: RunOptions) -> AsyncIterator[tuple[str, str, Any]]:
         await _preflight(options.url, options.api_key, ClientConfig())
         yield options.url, options.api_key, None
         return
-    async with _embedded(options.seed, options.chaos_drop_probability, options.chaos_seed) as (
-        key,
-        server,
-    ):
+    chaos = (options.chaos_drop_probability, options.chaos_seed)
+    async with _embedded(options.seed, *chaos) as (key, server):
         yield server.url, key, server
 
 
@@ -793,6 +791,7 @@ async def list_ranges(
     *,
     seed: int = 0,
     as_json: bool = False,
+    debug: bool = False,
     error_console: Console | None = None,
 ) -> int:
     """Print the available ranges of ``url`` (``None``: an embedded server); the exit code."""
@@ -807,6 +806,8 @@ async def list_ranges(
         else:
             ranges = await available_ranges(url, api_key)
     except (ManagedSessionError, ValueError, OSError) as exc:
+        if debug:
+            errors.print_exception()
         errors.print(f"[red]error:[/] {exc}", **_LINE)
         return 1
     if as_json:
@@ -842,5 +843,6 @@ def main_ranges(args: argparse.Namespace) -> int:
             default_console(),
             seed=args.seed,
             as_json=args.json,
+            debug=args.debug,
         )
     )
