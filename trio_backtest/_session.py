@@ -21,6 +21,7 @@ from ._errors import (
 )
 from ._events import ManagedEvent, SessionInfo
 from ._plumbing import Counters, Drained, Ended, unwrap_single
+from ._rpc import SessionRpc
 from ._status import ConnectionStatus, Failed, Parked, StatusCell, Up
 from ._subscription import AddressType, Compression, CoordinatorLike, SubscriptionHandle
 from ._transport import ApiKey, Connector, check_transport_security, websocket_connector
@@ -167,6 +168,9 @@ class ManagedBacktestSession:
         self._failure: ManagedSessionError | None = None
         self._position = control.create_params.start_slot
         self._delivered: Counter[str] = Counter()
+        # The data plane's HTTP pool lives as long as the session's nursery.
+        self._rpc = SessionRpc(lambda: self.info.rpc_endpoint, config=config, completed=completed)
+        nursery.start_soon(self._rpc.run)
 
     def __repr__(self) -> str:
         info = self._control.info
@@ -183,6 +187,11 @@ class ManagedBacktestSession:
     def status(self) -> StatusCell:
         """The control connection's status cell."""
         return self._control.status
+
+    @property
+    def rpc(self) -> SessionRpc:
+        """JSON-RPC calls to this session's data plane: read state, simulate, send, modify."""
+        return self._rpc
 
     @property
     def subscriptions(self) -> tuple[SubscriptionHandle, ...]:
