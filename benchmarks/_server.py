@@ -27,15 +27,13 @@ trio.run(main)
 
 
 @contextmanager
-def server_process(bundle_size: int = 100) -> Iterator[str]:
-    """Start a local server in a child process; yield its control URL."""
-    code = _SERVE.format(key=KEY, bundle=bundle_size)
-    with subprocess.Popen(
-        [sys.executable, "-c", code],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    ) as proc:
+def child_server(arguments: list[str]) -> Iterator[str]:
+    """Run ``python ARGUMENTS`` until the block ends; yield the URL it prints first.
+
+    The child serves until its stdin closes.
+    """
+    pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE}
+    with subprocess.Popen([sys.executable, *arguments], text=True, **pipes) as proc:  # type: ignore[call-overload]
         assert proc.stdout is not None
         assert proc.stdin is not None
         url = proc.stdout.readline().strip()
@@ -50,3 +48,10 @@ def server_process(bundle_size: int = 100) -> Iterator[str]:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+@contextmanager
+def server_process(bundle_size: int = 100) -> Iterator[str]:
+    """Start a local server in a child process; yield its control URL."""
+    with child_server(["-c", _SERVE.format(key=KEY, bundle=bundle_size)]) as url:
+        yield url
