@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import urllib.parse
 from typing import final
 
 import trio
@@ -60,17 +61,19 @@ async def websockets_connector(
     `OSError` (an `ssl.SSLError` for TLS) when the connection cannot be made, and
     `Dead` with the cause for a refused upgrade or another handshake failure.
     """
-    secure = url.startswith("wss:")
+    secure = urllib.parse.urlsplit(url).scheme == "wss"
     try:
         client = connect(
             url,
             ssl=(ssl_context or ssl.create_default_context()) if secure else None,
-            compression=None,
+            compression=None,  # as trio-websocket: no permessage-deflate (zstd is ours)
             additional_headers=headers,
-            proxy=None,
+            proxy=None,  # as trio-websocket: no proxy picked up from the environment
             open_timeout=None,  # `connect` bounds the whole attempt
             ping_interval=None,  # `Link.keepalive` pings
             ping_timeout=None,
+            # After a close handshake, how long to wait for the server to end the TCP
+            # connection before the close is reported anyway.
             close_timeout=GRACEFUL_CLOSE_TIMEOUT,
             max_size=max_message_size,
             max_queue=message_queue_size,

@@ -345,6 +345,23 @@ def ca() -> trustme.CA:
     return trustme.CA()
 
 
+async def test_an_explicit_connector_wins_over_transport(autojump_clock: trio.abc.Clock) -> None:
+    # No TCP listener: only the in-memory connector can reach this server.
+    async with open_local_server(api_keys=(SECRET_KEY,), tcp=False, seed=7) as server:
+        programs = server.ledger.programs[:1]
+        create = CreateSession(start_slot=0, slot_count=3)
+        async with open_backtest_session(
+            server.url,
+            SECRET_KEY,
+            create,
+            config=ClientConfig(transport="websockets"),
+            connector=server.connector(),
+        ) as session:
+            await session.subscribe_transactions(programs)
+            events = await drive(session)
+    assert signatures(events) == expected_transactions(server, programs, 0, 3)
+
+
 def test_transport_is_validated() -> None:
     with pytest.raises(ValueError, match="transport"):
         ClientConfig(transport="aiohttp")  # type: ignore[arg-type]
