@@ -84,6 +84,9 @@ def bench(session: nox.Session) -> None:
         "Figures written by `nox -s bench`.",
         f"Machine: {os.cpu_count()} CPU cores, {platform.python_implementation()} "
         f"{platform.python_version()}, {platform.system()} {platform.machine()}.",
+        "Load average when the run began (1, 5, 15 min): "
+        + ", ".join(f"{load:.2f}" for load in os.getloadavg())
+        + ".",
         "",
     ]
     for script in sorted(Path("benchmarks").glob("bench_*.py")):
