@@ -245,7 +245,7 @@ async def test_nothing_listening_is_a_connect_failure(config: ClientConfig) -> N
 async def test_a_black_holed_connection_is_declared_dead(
     server: LocalServer, config: ClientConfig
 ) -> None:
-    short = attrs.evolve(config, keepalive_interval=0.1, keepalive_miss_deadline=0.6)
+    short = attrs.evolve(config, keepalive_interval=0.1, keepalive_miss_deadline=0.8)
     with trio.fail_after(BOUND):
         async with trio.open_nursery() as nursery:
             ws = await open_control(nursery, server.url, short, KEY_HEADER)
