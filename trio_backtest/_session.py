@@ -12,6 +12,7 @@ import attrs
 import trio
 
 from ._config import ClientConfig
+from ._connectors import default_connector
 from ._control import ContinueRequest, ControlHandle
 from ._errors import (
     ControlFailedError,
@@ -24,7 +25,7 @@ from ._plumbing import Counters, Drained, Ended, unwrap_single
 from ._rpc import SessionRpc
 from ._status import ConnectionStatus, Failed, Parked, StatusCell, Up
 from ._subscription import AddressType, Compression, CoordinatorLike, SubscriptionHandle
-from ._transport import ApiKey, Connector, check_transport_security, websocket_connector
+from ._transport import ApiKey, Connector, check_transport_security
 from .protocol import (
     Completed,
     Continue,
@@ -510,7 +511,7 @@ async def open_backtest_session(
     """
     config = config or ClientConfig()
     check_transport_security(url, config)
-    connector = connector or websocket_connector
+    connector = connector or default_connector(config)
     completed = trio.Event()
     sink, source = trio.open_memory_channel[Any](config.event_buffer)
     with unwrap_single():
