@@ -74,12 +74,19 @@ def docs(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """Run every benchmark; print the figures and write them to docs/figures/benchmarks.txt."""
-    session.install("-e", ".[test]")
+    """Run every benchmark; print the figures and write them to docs/figures/benchmarks.txt.
+
+    ``bench_session`` also draws docs/figures/cpu_per_notification.png (matplotlib comes
+    with the docs extra).
+    """
+    session.install("-e", ".[test,websockets,docs]")
     figures = [
         "Figures written by `nox -s bench`.",
         f"Machine: {os.cpu_count()} CPU cores, {platform.python_implementation()} "
         f"{platform.python_version()}, {platform.system()} {platform.machine()}.",
+        "Load average when the run began (1, 5, 15 min): "
+        + ", ".join(f"{load:.2f}" for load in os.getloadavg())
+        + ".",
         "",
     ]
     for script in sorted(Path("benchmarks").glob("bench_*.py")):

@@ -1,8 +1,8 @@
 """Trio client, local server and fault lab for the Solana backtest WebSocket protocol.
 
-The public API: `open_backtest_session` and what it hands out, the lower-level
-managers, the events, statuses, errors and constants. Wire models live in
-`trio_backtest.protocol`; the local server in `trio_backtest.server`.
+The public API: `open_backtest_session` and what it hands out (its ``rpc`` acts inside
+the session), the lower-level managers, the events, statuses, errors and constants.
+Wire models live in `trio_backtest.protocol`; the local server in `trio_backtest.server`.
 """
 
 from __future__ import annotations
@@ -52,6 +52,11 @@ from ._policy import DisconnectCause as DisconnectCause
 from ._policy import GiveUp as GiveUp
 from ._policy import ReconnectPolicy as ReconnectPolicy
 from ._policy import Retry as Retry
+from ._ranges import AvailableRange as AvailableRange
+from ._ranges import available_ranges as available_ranges
+from ._rpc import RpcError as RpcError
+from ._rpc import RpcUnavailableError as RpcUnavailableError
+from ._rpc import SessionRpc as SessionRpc
 from ._session import ManagedBacktestSession as ManagedBacktestSession
 from ._session import SessionStatistics as SessionStatistics
 from ._session import open_backtest_session as open_backtest_session

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import random
 import ssl
-from typing import Any, Final, TypeGuard, final
+from typing import Any, Final, Literal, TypeGuard, final, get_args
 
 import attrs
 
@@ -62,6 +62,9 @@ RECONNECT_OVERLOAD_MIN_DELAY: Final = 5.0
 MAX_MESSAGE_SIZE: Final = 16 * 1024 * 1024
 """Largest inbound frame in bytes; a larger one closes the connection with 1009."""
 
+Transport = Literal["trio-websocket", "websockets"]
+"""The WebSocket library the default connector speaks."""
+
 
 def _is_number(value: object) -> TypeGuard[float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value)
@@ -114,6 +117,12 @@ def _optional_instance(kind: type[Any]) -> Any:
     return check
 
 
+def _transport(_instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    choices = get_args(Transport)
+    if value not in choices:
+        raise ValueError(f"ClientConfig.{attribute.name} must be one of {choices}, got {value!r}")
+
+
 def _bool(_instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if not isinstance(value, bool):
         raise TypeError(f"ClientConfig.{attribute.name} must be a bool, got {value!r}")
@@ -159,6 +168,9 @@ class ClientConfig:
             is not loopback.
         rng: Random source for backoff jitter; None means a fresh ``random.Random``
             per manager. Ignored by ``==``, ``hash`` and ``repr``.
+        transport: The WebSocket library of the default connector: ``"trio-websocket"``
+            or ``"websockets"`` (websockets 17's Trio client, faster; needs the
+            ``trio-backtest[websockets]`` extra). A connector passed explicitly wins.
     """
 
     connect_timeout: float = attrs.field(default=CONNECT_TIMEOUT, validator=_positive)
@@ -204,6 +216,7 @@ class ClientConfig:
     rng: random.Random | None = attrs.field(
         default=None, eq=False, repr=False, validator=_optional_instance(random.Random)
     )
+    transport: Transport = attrs.field(default="trio-websocket", validator=_transport)
 
     def random_source(self) -> random.Random:
         """Return `rng` if one was given, else a new independently seeded ``random.Random``."""

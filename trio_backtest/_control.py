@@ -10,6 +10,7 @@ from typing import Any, NoReturn, final
 import trio
 
 from ._config import ClientConfig
+from ._connectors import default_connector
 from ._dedupe import MAX_SEQUENCE_JUMP, ReadinessTracker, SequenceFilter, Sequencing
 from ._errors import (
     ContinueSendError,
@@ -34,7 +35,6 @@ from ._transport import (
     one_death,
     open_io_nursery,
     resolve_rpc_endpoint,
-    websocket_connector,
 )
 from .protocol import (
     AttachBacktestSession,
@@ -673,7 +673,7 @@ async def spawn_control_manager(
         api_key=ApiKey(api_key),
         create=create,
         config=config,
-        connector=connector or websocket_connector,
+        connector=connector or default_connector(config),
         sink=send,
         completed=trio.Event(),
         events=receive,

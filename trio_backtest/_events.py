@@ -7,21 +7,27 @@ Control events are the protocol's own server messages (`ReadyForContinue`, `Slot
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, final
+from typing import TYPE_CHECKING, Any, final
 
 import attrs
+import orjson
 
 from .protocol import (
     AccountDiffPayload,
     Completed,
     DiscoveryBatch,
     Paused,
+    ProtocolError,
     ReadyForContinue,
     ServerError,
     Slot,
     Status,
     TransactionPayload,
 )
+
+if TYPE_CHECKING:
+    from solders.account import Account
+    from solders.transaction_status import EncodedConfirmedTransactionWithStatusMeta
 
 __all__ = [
     "AccountDiff",
@@ -67,6 +73,23 @@ class Transaction:
         """The identity used for de-duplication: the signature."""
         return self.signature
 
+    def decode(self) -> EncodedConfirmedTransactionWithStatusMeta:
+        """The payload as solders' ``getTransaction`` type (parsed on each call).
+
+        Raises:
+            ProtocolError: the payload does not have the ``getTransaction`` shape.
+        """
+        from solders.transaction_status import EncodedConfirmedTransactionWithStatusMeta
+
+        try:
+            return EncodedConfirmedTransactionWithStatusMeta.from_json(
+                orjson.dumps(self.raw).decode()
+            )
+        except Exception as exc:  # solders raises its own error types
+            raise ProtocolError(
+                f"transaction {self.signature[:16]}: not in the getTransaction shape ({exc})"
+            ) from None
+
 
 @final
 @attrs.frozen
@@ -97,6 +120,47 @@ class AccountDiff:
     def key(self) -> tuple[str, str]:
         """The identity used for de-duplication: ``(signature, account)``."""
         return (self.signature, self.account)
+
+    @property
+    def pre_account(self) -> Account | None:
+        """`pre` as a solders ``Account`` (``None`` for a created account).
+
+        Raises:
+            ProtocolError: ``pre`` is not a ``UiAccount``.
+        """
+        return _ui_account(self.pre, f"account diff {self.account[:16]}: 'pre'")
+
+    @property
+    def post_account(self) -> Account | None:
+        """`post` as a solders ``Account`` (``None`` for a deleted account).
+
+        Raises:
+            ProtocolError: ``post`` is not a ``UiAccount``.
+        """
+        return _ui_account(self.post, f"account diff {self.account[:16]}: 'post'")
+
+
+def _ui_account(ui: Mapping[str, Any] | None, where: str) -> Account | None:
+    """A ``UiAccount`` (any of its data encodings) as a solders ``Account``.
+
+    solders reads ``UiAccount`` as the value of ``getAccountInfo``; wrapping it in that
+    answer lets its decoder do the work (encodings, key spellings, range checks).
+    """
+    if ui is None:
+        return None
+    from solders.rpc.responses import GetAccountInfoResp
+
+    answer = {"jsonrpc": "2.0", "id": 0, "result": {"context": {"slot": 0}, "value": ui}}
+    try:
+        parsed = GetAccountInfoResp.from_json(orjson.dumps(answer).decode())
+    except Exception:  # solders raises its own error types, and says little
+        parsed = None
+    if not isinstance(parsed, GetAccountInfoResp) or parsed.value is None:
+        raise ProtocolError(
+            f"{where} is not a UiAccount (lamports, owner, data as [text, encoding], "
+            "executable, rentEpoch)"
+        )
+    return parsed.value
 
 
 @final

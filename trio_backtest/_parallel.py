@@ -17,6 +17,7 @@ import attrs
 import trio
 
 from ._config import ClientConfig
+from ._connectors import default_connector
 from ._control import (
     ContinueRequest,
     ControlManager,
@@ -37,7 +38,6 @@ from ._transport import (
     Dead,
     Link,
     check_transport_security,
-    websocket_connector,
 )
 from .protocol import (
     AttachParallelControlSessionV2,
@@ -437,7 +437,7 @@ async def open_parallel_session(
     """
     config = config or ClientConfig()
     check_transport_security(url, config)
-    connector = connector or websocket_connector
+    connector = connector or default_connector(config)
     coordinator = coordinator or ReconnectCoordinator()
     subs: list[ParallelSubSession] = []
 

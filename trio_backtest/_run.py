@@ -7,6 +7,7 @@ output lives here, argument parsing lives in :mod:`trio_backtest.cli`.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import math
 import os
@@ -17,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import IO, Any, final
+from typing import IO, Any, Final, final
 
 import attrs
 import orjson
@@ -32,8 +33,8 @@ from ._errors import ManagedSessionError
 from ._events import AccountDiff, StreamGap, Transaction
 from ._parallel import open_parallel_session
 from ._plumbing import unwrap_single
+from ._ranges import available_ranges
 from ._session import ManagedBacktestSession, open_backtest_session
-from ._status import Reconnecting
 from ._transport import cause_of, check_transport_security, discard, websocket_connector
 from .protocol import (
     Completed,
@@ -50,6 +51,8 @@ __all__ = ["RunOptions", "RunProgress", "render_plain", "render_progress", "run"
 
 logger = logging.getLogger("trio_backtest.cli")
 
+#: Where the API key for a hosted URL comes from when ``--api-key`` is not given.
+API_KEY_VARIABLE = "SIMULATOR_API_KEY"
 #: How often the live display and the plain log lines refresh (seconds).
 REFRESH = 0.25
 DEFAULT_START_SLOT = 1_000
@@ -226,10 +229,13 @@ def _totals(progress: Sequence[RunProgress]) -> dict[str, int]:
     }
 
 
-def summary_table(progress: Sequence[RunProgress], duration: float) -> Table:
-    """The table printed at the end of a run."""
+def summary_table(
+    progress: Sequence[RunProgress], duration: float, *, interrupted: bool = False
+) -> Table:
+    """The table printed at the end of a run (or of what ran, when interrupted)."""
     totals = _totals(progress)
-    table = Table(title="backtest summary", show_header=False)
+    title = "backtest summary (interrupted)" if interrupted else "backtest summary"
+    table = Table(title=title, show_header=False)
     table.add_column("what")
     table.add_column("value", justify="right")
     table.add_row("slots", str(totals["slots"]))
@@ -296,19 +302,25 @@ async def _target(options: RunOptions) -> AsyncIterator[tuple[str, str, Any]]:
         await _preflight(options.url, options.api_key, ClientConfig())
         yield options.url, options.api_key, None
         return
+    chaos = (options.chaos_drop_probability, options.chaos_seed)
+    async with _embedded(options.seed, *chaos) as (key, server):
+        yield server.url, key, server
+
+
+@asynccontextmanager
+async def _embedded(
+    seed: int, chaos_drop_probability: float = 0.0, chaos_seed: int = 0
+) -> AsyncIterator[tuple[str, Any]]:
+    """An in-process local server with a one-off API key: ``(key, server)``."""
     from .server import ChaosConfig, open_local_server
 
     chaos = None
-    if options.chaos_drop_probability:
-        chaos = ChaosConfig(
-            seed=options.chaos_seed, drop_probability=options.chaos_drop_probability
-        )
+    if chaos_drop_probability:
+        chaos = ChaosConfig(seed=chaos_seed, drop_probability=chaos_drop_probability)
     key = secrets.token_urlsafe(16)
     # No delivery record: a long run must not grow the server's memory.
-    async with open_local_server(
-        api_keys=(key,), seed=options.seed, chaos=chaos, record=False
-    ) as server:
-        yield server.url, key, server
+    async with open_local_server(api_keys=(key,), seed=seed, chaos=chaos, record=False) as server:
+        yield key, server
 
 
 async def _preflight(url: str, key: str, config: ClientConfig) -> None:
@@ -359,37 +371,52 @@ async def _drive(
     jsonl: _Jsonl | None,
 ) -> None:
     transactions, diffs = subscriptions
-    if transactions:
-        await session.subscribe_transactions(transactions)
-    if diffs:
-        await session.subscribe_account_diffs(diffs, address_type="program")
+    subscribed = trio.Event()
+
+    async def subscribe() -> None:
+        if transactions:
+            await session.subscribe_transactions(transactions)
+        if diffs:
+            await session.subscribe_account_diffs(diffs, address_type="program")
+        subscribed.set()
+
     name = session.info.session_id
-    async for event in session.events():
-        progress.on_event(event, trio.current_time())
-        if jsonl is not None and isinstance(event, Transaction | AccountDiff | StreamGap):
-            jsonl.notification(name, event)
-        if isinstance(event, ReadyForContinue):
-            await session.send_continue(ContinueParams(advance_count=options.stride))
-        elif isinstance(event, ServerError):
-            raise ManagedSessionError(f"the server reported an error: {event.message}")
+    async with trio.open_nursery() as nursery:
+        # Events are shown while the subscriptions are made: a cold hosted session keeps
+        # reporting its start-up phases, and its data plane may answer only once warm.
+        nursery.start_soon(subscribe)
+        async for event in session.events():
+            progress.on_event(event, trio.current_time())
+            if jsonl is not None and isinstance(event, Transaction | AccountDiff | StreamGap):
+                jsonl.notification(name, event)
+            if isinstance(event, ReadyForContinue):
+                await subscribed.wait()  # nothing executes before every stream is up
+                await session.send_continue(ContinueParams(advance_count=options.stride))
+            elif isinstance(event, ServerError):
+                raise ManagedSessionError(f"the server reported an error: {event.message}")
+        _count_reconnects(session, progress)
 
 
 async def _watch_reconnects(session: ManagedBacktestSession, progress: RunProgress) -> None:
-    cells = [session.status] + [h.status for h in session.subscriptions]
+    """Keep the display's reconnect count current, for every connection of the session
+    (subscriptions are made while this runs)."""
+    while True:
+        _count_reconnects(session, progress)
+        await trio.sleep(REFRESH)
 
-    async def watch(cell: Any) -> None:
-        seen = cell.changes
-        while True:
-            seen = await cell.wait_changed(seen)
-            if isinstance(cell.value, Reconnecting):
-                progress.reconnects += 1
 
-    async with trio.open_nursery() as nursery:
-        for cell in cells:
-            nursery.start_soon(watch, cell)
+def _count_reconnects(session: ManagedBacktestSession, progress: RunProgress) -> None:
+    progress.reconnects = sum(session.statistics().reconnects.values())
 
 
 async def _show(progress: list[RunProgress], console: Console, stop: trio.Event) -> None:
+    # Nothing to show before a session exists: zero counts would say the run has begun,
+    # and a target that cannot be reached is reported in one line instead.
+    while not progress and not stop.is_set():
+        with trio.move_on_after(REFRESH):
+            await stop.wait()
+    if stop.is_set():
+        return
     if console.is_terminal:
         with Live(
             render_progress(progress, trio.current_time()),
@@ -498,33 +525,56 @@ async def run(
 ) -> int:
     """Run one backtest as ``options`` says; return the process exit code.
 
-    0 when the run completed, 1 on an error (one line on the console), 130 when
-    interrupted (after a graceful shutdown bounded by the close timeout).
+    0 when the run completed, 1 on an error (one line on the console), 2 for a
+    ``--jsonl`` file that cannot be written (before anything starts), 130 when
+    interrupted (after a graceful shutdown bounded by the close timeout, and the
+    summary of what ran).
     """
     began_wall = time.monotonic()
     progress: list[RunProgress] = []
     if on_progress is not None:
         on_progress(progress)
-    jsonl_file = options.jsonl.open("wb") if options.jsonl is not None else None
+    errors = error_console or Console(stderr=True)
+    try:
+        jsonl_file = options.jsonl.open("wb") if options.jsonl is not None else None
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        errors.print(f"[red]error:[/] cannot write --jsonl {options.jsonl}: {reason}", **_LINE)
+        return 2
     jsonl = _Jsonl(jsonl_file) if jsonl_file is not None else None
     stop = trio.Event()
+    subscribed: list[str] = []
+    code = 0
     try:
         with unwrap_single():
-            await _run_all(options, console, install_signal_handler, progress, jsonl, stop)
+            await _run_all(
+                options, console, install_signal_handler, progress, jsonl, stop, subscribed
+            )
     except (ManagedSessionError, ValueError, OSError) as exc:
         stop.set()
-        errors = error_console or Console(stderr=True)
         if options.debug:
             errors.print_exception()
-        errors.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        errors.print(f"[red]error:[/] {exc}", **_LINE)
         return 1
     except _Interrupted:
-        return 130
+        code = 130
     finally:
         if jsonl_file is not None:
             jsonl_file.close()
-    console.print(summary_table(progress, time.monotonic() - began_wall))
-    return 0
+    console.print(summary_table(progress, time.monotonic() - began_wall, interrupted=code != 0))
+    if progress and not subscribed:
+        console.print(NOTHING_SUBSCRIBED, **_LINE)
+    return code
+
+
+#: Console.print options for one plain line.
+_LINE: Final[dict[str, Any]] = {"highlight": False, "soft_wrap": True}
+
+NOTHING_SUBSCRIBED: Final = (
+    "hint: nothing was subscribed, so no transactions or account diffs were counted; "
+    "follow programs with --subscribe-transactions PROGRAM_ID ... and the accounts they "
+    "own with --subscribe-account-diffs PROGRAM_ID ..."
+)
 
 
 class _Interrupted(Exception):
@@ -538,6 +588,7 @@ async def _run_all(
     progress: list[RunProgress],
     jsonl: _Jsonl | None,
     stop: trio.Event,
+    subscribed: list[str],
 ) -> None:
     interrupted = False
     async with trio.open_nursery() as nursery:
@@ -562,6 +613,7 @@ async def _run_all(
                 send_summary=True,
             )
             subscriptions = _subscriptions(options, server)
+            subscribed += [*subscriptions[0], *subscriptions[1]]
             config = ClientConfig(allow_insecure=False)
             runner = _parallel if options.parallel else _single
             await runner(url, key, create, options, subscriptions, progress, jsonl, config)
@@ -586,24 +638,50 @@ def default_console() -> Console:
     return Console(file=sys.stdout)
 
 
-def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``trio-backtest run``."""
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` with each option's default, except where there is none to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False or "(default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _add_target(parser: argparse.ArgumentParser) -> None:
     target = parser.add_argument_group("target")
     target.add_argument("--url", help="a hosted control URL (default: an embedded local server)")
-    target.add_argument(
-        "--api-key",
-        default=os.environ.get("SIMULATOR_API_KEY"),
-        help="the API key for --url (default: $SIMULATOR_API_KEY)",
-    )
+    # No default here: --help would print the key from the environment.
+    target.add_argument("--api-key", help=f"the API key for --url (default: ${API_KEY_VARIABLE})")
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``trio-backtest run``."""
+    _add_target(parser)
     span = parser.add_argument_group("range")
-    span.add_argument("--start-slot", type=int, default=DEFAULT_START_SLOT)
+    span.add_argument("--start-slot", type=int, default=DEFAULT_START_SLOT, help="first slot")
     ends = span.add_mutually_exclusive_group()
-    ends.add_argument("--end-slot", type=int, help="last slot, inclusive")
+    ends.add_argument(
+        "--end-slot",
+        type=int,
+        help=f"last slot, inclusive (default: start slot + {DEFAULT_SLOT_COUNT})",
+    )
     ends.add_argument("--slot-count", type=int, help="end slot = start slot + N")
     span.add_argument("--stride", type=int, default=DEFAULT_STRIDE, help="slots per continue")
     subs = parser.add_argument_group("subscriptions")
-    subs.add_argument("--subscribe-transactions", nargs="*", metavar="PROGRAM")
-    subs.add_argument("--subscribe-account-diffs", nargs="*", metavar="ADDRESS")
+    subs.add_argument(
+        "--subscribe-transactions",
+        nargs="*",
+        metavar="PROGRAM",
+        help="programs whose transactions to count (default: none for --url, the embedded "
+        "server's first two programs otherwise)",
+    )
+    subs.add_argument(
+        "--subscribe-account-diffs",
+        nargs="*",
+        metavar="PROGRAM",
+        help="programs whose accounts' diffs to count (default: none for --url, the embedded "
+        "server's first program otherwise)",
+    )
     parser.add_argument("--parallel", action="store_true", help="run as a parallel batch")
     parser.add_argument(
         "--disconnect-timeout",
@@ -619,7 +697,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         default=0.0,
         help="embedded server: chance that a sent message is followed by a dropped socket",
     )
-    parser.add_argument("--chaos-seed", type=int, default=0)
+    parser.add_argument(
+        "--chaos-seed", type=int, default=0, help="embedded server: seed of the chaos faults"
+    )
     parser.add_argument("--debug", action="store_true", help="tracebacks and debug logging")
 
 
@@ -641,7 +721,7 @@ def options_from(args: argparse.Namespace) -> RunOptions:
         raise ValueError("--stride must be at least 1")
     return RunOptions(
         url=args.url,
-        api_key=args.api_key,
+        api_key=_api_key(args),
         start_slot=args.start_slot,
         end_slot=end,
         stride=args.stride,
@@ -661,13 +741,108 @@ def options_from(args: argparse.Namespace) -> RunOptions:
     )
 
 
+def _api_key(args: argparse.Namespace) -> str | None:
+    key: str | None = args.api_key or os.environ.get(API_KEY_VARIABLE)
+    return key
+
+
+def _configure_logging(debug: bool) -> None:
+    """Debug: every record on stderr. Otherwise none: an error reaches the user once, as
+    the command's own ``error:`` line, not also as the log record of the task that saw it."""
+    if debug:
+        logging.basicConfig(level=logging.DEBUG)
+    else:
+        logging.getLogger().addHandler(logging.NullHandler())
+
+
+def _usage_error(text: str) -> int:
+    Console(stderr=True).print(f"[red]error:[/] {text}", **_LINE)
+    return 2
+
+
 def main_run(args: argparse.Namespace) -> int:
     """``trio-backtest run``: the exit code."""
     console = default_console()
     try:
         options = options_from(args)
     except ValueError as exc:
-        Console(stderr=True).print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        return 2
-    logging.basicConfig(level=logging.DEBUG if options.debug else logging.ERROR)
+        return _usage_error(str(exc))
+    _configure_logging(options.debug)
     return trio.run(run, options, console)
+
+
+# ---------------------------------------------------------------- trio-backtest ranges
+
+
+def add_ranges_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``trio-backtest ranges``."""
+    _add_target(parser)
+    parser.add_argument(
+        "--json", action="store_true", help="print the ranges as one JSON array (wire keys)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="embedded server's ledger seed")
+    parser.add_argument("--debug", action="store_true", help="tracebacks and debug logging")
+
+
+async def list_ranges(
+    url: str | None,
+    api_key: str | None,
+    console: Console,
+    *,
+    seed: int = 0,
+    as_json: bool = False,
+    debug: bool = False,
+    error_console: Console | None = None,
+) -> int:
+    """Print the available ranges of ``url`` (``None``: an embedded server); the exit code."""
+    errors = error_console or Console(stderr=True)
+    try:
+        if url is None:
+            async with _embedded(seed) as (key, server):
+                ranges = await available_ranges(server.url, key)
+        elif not api_key:
+            errors.print(f"[red]error:[/] a hosted URL needs --api-key or {API_KEY_VARIABLE}")
+            return 2
+        else:
+            ranges = await available_ranges(url, api_key)
+    except (ManagedSessionError, ValueError, OSError) as exc:
+        if debug:
+            errors.print_exception()
+        errors.print(f"[red]error:[/] {exc}", **_LINE)
+        return 1
+    if as_json:
+        listing = [
+            {
+                "bundleStartSlot": r.bundle_start_slot,
+                "maxBundleEndSlot": r.max_bundle_end_slot,
+                "snapshotSlot": r.snapshot_slot,
+                **r.extra,
+            }
+            for r in ranges
+        ]
+        console.print_json(orjson.dumps(listing).decode())
+        return 0
+    table = Table(title=f"available ranges of {url or 'the embedded server'}")
+    table.add_column("bundle start slot", justify="right")
+    table.add_column("max bundle end slot", justify="right")
+    table.add_column("snapshot slot", justify="right")
+    for r in ranges:
+        table.add_row(str(r.bundle_start_slot), str(r.max_bundle_end_slot), str(r.snapshot_slot))
+    console.print(table if ranges else "no ranges available")
+    return 0
+
+
+def main_ranges(args: argparse.Namespace) -> int:
+    """``trio-backtest ranges``: the exit code."""
+    _configure_logging(args.debug)
+    return trio.run(
+        functools.partial(
+            list_ranges,
+            args.url,
+            _api_key(args),
+            default_console(),
+            seed=args.seed,
+            as_json=args.json,
+            debug=args.debug,
+        )
+    )

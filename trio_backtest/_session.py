@@ -12,6 +12,7 @@ import attrs
 import trio
 
 from ._config import ClientConfig
+from ._connectors import default_connector
 from ._control import ContinueRequest, ControlHandle
 from ._errors import (
     ControlClosedError,
@@ -22,9 +23,10 @@ from ._errors import (
 )
 from ._events import ManagedEvent, SessionInfo
 from ._plumbing import Counters, Drained, Ended, unwrap_single
+from ._rpc import SessionRpc
 from ._status import Closed, ConnectionStatus, Failed, Parked, StatusCell, Up
 from ._subscription import AddressType, Compression, CoordinatorLike, SubscriptionHandle
-from ._transport import ApiKey, Connector, check_transport_security, websocket_connector
+from ._transport import ApiKey, Connector, check_transport_security
 from .protocol import (
     Completed,
     Continue,
@@ -168,6 +170,9 @@ class ManagedBacktestSession:
         self._failure: ManagedSessionError | None = None
         self._position = control.create_params.start_slot
         self._delivered: Counter[str] = Counter()
+        # The data plane's HTTP pool lives as long as the session's nursery.
+        self._rpc = SessionRpc(lambda: self.info.rpc_endpoint, config=config, completed=completed)
+        nursery.start_soon(self._rpc.run)
 
     def __repr__(self) -> str:
         info = self._control.info
@@ -184,6 +189,11 @@ class ManagedBacktestSession:
     def status(self) -> StatusCell:
         """The control connection's status cell."""
         return self._control.status
+
+    @property
+    def rpc(self) -> SessionRpc:
+        """JSON-RPC calls to this session's data plane: read state, simulate, send, modify."""
+        return self._rpc
 
     @property
     def subscriptions(self) -> tuple[SubscriptionHandle, ...]:
@@ -523,7 +533,7 @@ async def open_backtest_session(
     """
     config = config or ClientConfig()
     check_transport_security(url, config)
-    connector = connector or websocket_connector
+    connector = connector or default_connector(config)
     completed = trio.Event()
     sink, source = trio.open_memory_channel[Any](config.event_buffer)
     with unwrap_single():

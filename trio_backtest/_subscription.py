@@ -12,6 +12,7 @@ from typing import IO, Any, Literal, Protocol, cast, final
 import trio
 
 from ._config import ClientConfig
+from ._connectors import default_connector
 from ._dedupe import NotificationDeduper, Offer
 from ._errors import SubscriptionFailedError
 from ._events import AccountDiff, StreamGap, Transaction
@@ -26,7 +27,6 @@ from ._transport import (
     discard,
     one_death,
     open_io_nursery,
-    websocket_connector,
 )
 from .protocol import (
     REPLAY_WINDOW_EXCEEDED,
@@ -650,7 +650,7 @@ async def _spawn(
         addresses=addresses,
         address_type=address_type,
         config=config,
-        connector=connector or websocket_connector,
+        connector=connector or default_connector(config),
         sink=send,
         completed=trio.Event(),
         start_slot=None,

@@ -3,10 +3,14 @@
 Managers never open sockets themselves: they call a :class:`Connector` (the default
 one speaks trio-websocket over TCP/TLS; the local server offers an in-memory one) and
 wrap what it returns in a :class:`Link`, which owns pings and the silence clock.
+:func:`connect` hands managers a transport-neutral :class:`WebSocket`: a connector may
+return one (the websockets connector does), or a trio-websocket connection, which is
+adapted here.
 """
 
 from __future__ import annotations
 
+import abc
 import functools
 import ipaddress
 import logging
@@ -33,7 +37,9 @@ __all__ = [
     "Connector",
     "Dead",
     "Link",
+    "TrioWebSocket",
     "UpgradeFailed",
+    "WebSocket",
     "cause_of",
     "check_transport_security",
     "connect",
@@ -52,6 +58,37 @@ logger = logging.getLogger("trio_backtest.transport")
 MESSAGE_QUEUE_SIZE = 16
 
 
+class WebSocket(abc.ABC):
+    """One open WebSocket, whatever library speaks it: what a `Link` drives.
+
+    Subclass it to plug in another WebSocket library; a connector may also return a
+    trio-websocket connection, which `connect` wraps in a `TrioWebSocket`. Every method
+    that finds the connection gone raises `Dead` with the cause.
+    """
+
+    __slots__ = ()
+
+    @abc.abstractmethod
+    async def receive(self) -> str | bytes:
+        """The next message: `str` for a text frame, `bytes` for a binary one."""
+
+    @abc.abstractmethod
+    async def send(self, message: str) -> None:
+        """Send one text message."""
+
+    @abc.abstractmethod
+    async def ping(self, payload: bytes) -> None:
+        """Send a ping; return once its pong came, or once the connection closed."""
+
+    @abc.abstractmethod
+    async def aclose(self, code: int = 1000, reason: str = "") -> None:
+        """Close with ``code`` and wait for the peer's close; a no-op once closed."""
+
+    @abc.abstractmethod
+    async def abort(self) -> None:
+        """Drop the connection at once and close its byte stream; never raises."""
+
+
 class Connector(Protocol):
     """Opens one WebSocket; its background task runs in ``nursery``."""
 
@@ -64,7 +101,7 @@ class Connector(Protocol):
         max_message_size: int,
         ssl_context: ssl.SSLContext | None = None,
         message_queue_size: int = 1,
-    ) -> WebSocketConnection:
+    ) -> WebSocket | WebSocketConnection:
         """Connect and complete the HTTP upgrade, or raise."""
         ...
 
@@ -248,7 +285,7 @@ async def connect(
     url: str,
     config: ClientConfig,
     headers: list[tuple[str, str]],
-) -> WebSocketConnection:
+) -> WebSocket:
     """Open one WebSocket within ``config.connect_timeout``.
 
     Raises:
@@ -256,7 +293,7 @@ async def connect(
     """
     try:
         with trio.fail_after(config.connect_timeout):
-            return await connector(
+            opened = await connector(
                 nursery,
                 url,
                 headers=headers,
@@ -269,6 +306,7 @@ async def connect(
         if cause is None:
             raise
         raise Dead(cause) from None
+    return opened if isinstance(opened, WebSocket) else TrioWebSocket(opened)
 
 
 def _is_loopback(host: str) -> bool:
@@ -349,12 +387,15 @@ def resolve_rpc_endpoint(
     return urllib.parse.urlunsplit((scheme, netloc, path, target.query, ""))
 
 
-async def discard(ws: WebSocketConnection) -> None:
+async def discard(ws: WebSocket | WebSocketConnection) -> None:
     """Drop a connection at once, and be sure its byte stream is closed.
 
     trio-websocket's ``aclose()`` returns early once the peer has closed, leaving the
     underlying stream (a TCP socket) open until garbage collection; close it here.
     """
+    if isinstance(ws, WebSocket):
+        await ws.abort()
+        return
     await trio.aclose_forcefully(ws)
     stream = getattr(ws, "_stream", None)
     if isinstance(stream, trio.abc.AsyncResource):
@@ -452,7 +493,7 @@ class Link:
     """
 
     def __init__(
-        self, ws: WebSocketConnection, config: ClientConfig, number: int, counters: Counters
+        self, ws: WebSocket, config: ClientConfig, number: int, counters: Counters
     ) -> None:
         self.ws = ws
         self.number = number
@@ -504,7 +545,7 @@ class Link:
         self._pings += 1
         try:
             await self.ws.ping(struct.pack("!Q", self._pings))
-        except (trio_websocket.ConnectionClosed, ValueError):
+        except Dead:
             return
         self._life()
 
@@ -516,12 +557,7 @@ class Link:
         """
         self._pings += 1
         with trio.move_on_after(within):
-            try:
-                await self.ws.ping(struct.pack("!Q", self._pings))
-            except trio_websocket.ConnectionClosed as exc:
-                cause = cause_of(exc)
-                assert cause is not None
-                raise Dead(cause) from None
+            await self.ws.ping(struct.pack("!Q", self._pings))
             self._life()
             return
         raise Dead(DisconnectCause.keepalive())
@@ -541,11 +577,7 @@ class Link:
         with trio.move_on_at(min(silence, self._reply_deadline)) as scope:
             self._waiting = scope
             try:
-                message = await self.ws.get_message()
-            except trio_websocket.ConnectionClosed as exc:
-                cause = cause_of(exc)
-                assert cause is not None
-                raise Dead(cause) from None
+                message = await self.ws.receive()
             finally:
                 self._waiting = None
                 if reply is not None:
@@ -568,12 +600,51 @@ class Link:
         Raises:
             Dead: the connection is closed.
         """
+        await self.ws.send(text)
+
+
+@final
+class TrioWebSocket(WebSocket):
+    """A trio-websocket connection (or a stand-in with its methods) as a `WebSocket`."""
+
+    __slots__ = ("_ws",)
+
+    def __init__(self, ws: WebSocketConnection) -> None:
+        self._ws = ws
+
+    def __repr__(self) -> str:
+        return f"TrioWebSocket({self._ws!r})"
+
+    async def receive(self) -> str | bytes:
         try:
-            await self.ws.send_message(text)
+            message: str | bytes = await self._ws.get_message()
         except trio_websocket.ConnectionClosed as exc:
-            cause = cause_of(exc)
-            assert cause is not None
-            raise Dead(cause) from None
+            raise Dead(_closed_cause(exc)) from None
+        return message
+
+    async def send(self, message: str) -> None:
+        try:
+            await self._ws.send_message(message)
+        except trio_websocket.ConnectionClosed as exc:
+            raise Dead(_closed_cause(exc)) from None
+
+    async def ping(self, payload: bytes) -> None:
+        try:
+            await self._ws.ping(payload)
+        except trio_websocket.ConnectionClosed as exc:
+            raise Dead(_closed_cause(exc)) from None
+
+    async def aclose(self, code: int = 1000, reason: str = "") -> None:
+        await self._ws.aclose(code, reason or None)
+
+    async def abort(self) -> None:
+        await discard(self._ws)
+
+
+def _closed_cause(exc: trio_websocket.ConnectionClosed) -> DisconnectCause:
+    cause = cause_of(exc)
+    assert cause is not None
+    return cause
 
 
 @final

@@ -15,7 +15,8 @@ from collections.abc import Callable, Sequence
 
 import trio
 
-from ._run import add_run_arguments, main_run
+from . import __version__
+from ._run import HelpFormatter, add_ranges_arguments, add_run_arguments, main_ranges, main_run
 from .server import ChaosConfig, LedgerConfig, LocalServer, ServerConfig, open_server
 
 __all__ = ["build_parser", "main"]
@@ -54,6 +55,7 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "serve",
         help="run the local backtest server until Ctrl-C",
         description="Run a local backtest server (synthetic ledger, no network account needed).",
+        formatter_class=HelpFormatter,
     )
     serve.add_argument("--host", default="127.0.0.1", help="interface to listen on")
     serve.add_argument(
@@ -72,7 +74,7 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="append",
         dest="api_keys",
         metavar="KEY",
-        help="an accepted API key (repeatable; default: local-dev-key)",
+        help="an accepted API key (repeatable) (default: local-dev-key)",
     )
     serve.add_argument(
         "--startup-delay", type=float, default=0.0, help="seconds each session spends starting"
@@ -116,7 +118,7 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--chaos-close-codes",
         type=_codes,
         default=(1001, 1011, 1012, 1013),
-        help="close codes chaos picks from (comma-separated)",
+        help="close codes chaos picks from, comma-separated (default: 1001,1011,1012,1013)",
     )
     chaos.add_argument(
         "--chaos-plane",
@@ -160,15 +162,34 @@ def _serve_config(args: argparse.Namespace) -> ServerConfig:
     )
 
 
+#: Accounts the banner lists by name; the rest are counted.
+BANNER_ACCOUNTS = 5
+
+
 def _announce(server: LocalServer) -> None:
     health = server.url.replace("ws://", "http://", 1).rsplit("/backtest", 1)[0] + "/health"
-    print("trio-backtest local server", flush=True)
-    print(f"  url:     {server.url}", flush=True)
-    print(f"  api key: {server.api_key}", flush=True)
-    print(f"  health:  {health}", flush=True)
+    programs, accounts = server.ledger.programs, server.ledger.accounts
+    lines = [
+        "trio-backtest local server",
+        f"  url:     {server.url}",
+        f"  api key: {server.api_key}",
+        f"  health:  {health}",
+    ]
     if server.config.chaos is not None:
-        print(f"  chaos:   {server.config.chaos}", flush=True)
-    print("Press Ctrl-C to stop.", flush=True)
+        lines.append(f"  chaos:   {server.config.chaos}")
+    lines.append("  programs to subscribe to (transactions, or the account diffs they own):")
+    lines += [f"    {program}" for program in programs]
+    lines.append("  accounts (account diffs with address_type='account'):")
+    lines += [f"    {account}" for account in accounts[:BANNER_ACCOUNTS]]
+    if len(accounts) > BANNER_ACCOUNTS:
+        lines.append(f"    ... and {len(accounts) - BANNER_ACCOUNTS} more (server.ledger.accounts)")
+    if programs:
+        lines.append(
+            f"  try:     trio-backtest run --url {server.url} --api-key {server.api_key} "
+            f"--subscribe-transactions {programs[0]}"
+        )
+    lines.append("Press Ctrl-C to stop.")
+    print("\n".join(lines), flush=True)
 
 
 async def _serve_until_interrupted(config: ServerConfig) -> None:
@@ -208,18 +229,39 @@ def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             "Run a backtest: against an embedded local server by default, or against a "
             "hosted service with --url and --api-key (or SIMULATOR_API_KEY)."
         ),
+        formatter_class=HelpFormatter,
     )
     add_run_arguments(run)
     run.set_defaults(run=main_run)
 
 
+def _add_ranges(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    ranges = commands.add_parser(
+        "ranges",
+        help="list the slot ranges a server can backtest",
+        description=(
+            "List the available slot ranges: of an embedded local server by default, or of "
+            "a hosted service with --url and --api-key (or SIMULATOR_API_KEY)."
+        ),
+        formatter_class=HelpFormatter,
+    )
+    add_ranges_arguments(ranges)
+    ranges.set_defaults(run=main_ranges)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``trio-backtest`` with every subcommand."""
     parser = argparse.ArgumentParser(
-        prog="trio-backtest", description="Trio client, local server and fault lab for backtests."
+        prog="trio-backtest",
+        description="Trio client, local server and fault lab for backtests.",
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {__version__}", help="print the version"
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_run(commands)
+    _add_ranges(commands)
     _add_serve(commands)
     return parser
 

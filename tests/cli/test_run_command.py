@@ -32,8 +32,9 @@ def _records(path: Path) -> list[dict[str, object]]:
 
 def _summary_value(stdout: bytes, label: str) -> int:
     for line in stdout.decode().splitlines():
-        if label in line:
-            return int(line.split("│")[2].strip())
+        cells = [cell.strip() for cell in line.split("│")]
+        if len(cells) == 4 and cells[1] == label:  # a row of the summary table
+            return int(cells[2])
     raise AssertionError(f"no {label!r} in the summary")
 
 
@@ -143,7 +144,12 @@ async def test_sigint_mid_run_closes_the_session_and_exits_130() -> None:
                 (session_id,) = srv.session_ids()
                 proc.send_signal(signal.SIGINT)
                 code = await proc.wait()
-                output = await proc.stdout.receive_some()
+                output = b""
+                while chunk := await proc.stdout.receive_some():
+                    output += chunk
         assert code == 130
-        assert b"interrupted" in output
+        assert b"interrupted: closing the session" in output
+        # Then the summary of what ran.
+        assert b"backtest summary (interrupted)" in output
+        assert _summary_value(output, "slots") >= 1
         assert srv.session_state(session_id) is None  # the session was closed

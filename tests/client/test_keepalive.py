@@ -20,7 +20,7 @@ from trio_backtest import (
     open_backtest_session,
 )
 from trio_backtest._plumbing import Counters
-from trio_backtest._transport import Dead, Link
+from trio_backtest._transport import Dead, Link, WebSocket
 from trio_backtest.server import LocalServer
 
 
@@ -87,18 +87,27 @@ async def test_a_consumer_stalled_for_ten_minutes_causes_no_reconnect(
     assert isinstance(events[-1], Completed)
 
 
-class _CountingWebSocket:
-    """Just what a `Link` uses of a WebSocket: pings are counted, messages come on demand."""
+class _CountingWebSocket(WebSocket):
+    """A `WebSocket` whose pings are counted and whose messages come on demand."""
 
     def __init__(self) -> None:
         self.pings: list[float] = []
         self.inbox_send, self.inbox = trio.open_memory_channel[str](1)
 
-    async def ping(self, payload: bytes | None = None) -> None:
+    async def receive(self) -> str:
+        return await self.inbox.receive()
+
+    async def send(self, message: str) -> None:
+        raise AssertionError("nothing is sent here")  # pragma: no cover
+
+    async def ping(self, payload: bytes) -> None:
         self.pings.append(trio.current_time())
 
-    async def get_message(self) -> str:
-        return await self.inbox.receive()
+    async def aclose(self, code: int = 1000, reason: str = "") -> None:
+        pass  # pragma: no cover
+
+    async def abort(self) -> None:
+        pass  # pragma: no cover
 
 
 async def test_no_ping_while_the_owner_is_busy_with_the_user(
@@ -108,7 +117,7 @@ async def test_no_ping_while_the_owner_is_busy_with_the_user(
     # counted), and a ping would only race a peer gone after its close frame: it aborts
     # trio-websocket's connection, which drops the message its reader holds.
     ws = _CountingWebSocket()
-    link = Link(ws, ClientConfig(), 1, Counters())  # type: ignore[arg-type]
+    link = Link(ws, ClientConfig(), 1, Counters())
     async with trio.open_nursery() as nursery:
         nursery.start_soon(link.keepalive)
         await trio.sleep(5 * KEEPALIVE_INTERVAL + 1)  # busy elsewhere: not in receive
@@ -130,7 +139,7 @@ async def test_a_reply_is_timed_only_while_waiting_for_it(autojump_clock: trio.a
     # client.md §4: a slow consumer never causes a false verdict; during a reconnect's
     # handshake the time spent handing the replay to the user does not count.
     ws = _CountingWebSocket()
-    link = Link(ws, ClientConfig(), 1, Counters())  # type: ignore[arg-type]
+    link = Link(ws, ClientConfig(), 1, Counters())
     began = trio.current_time()
     async with trio.open_nursery() as nursery:
 

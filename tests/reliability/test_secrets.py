@@ -94,14 +94,19 @@ def _leaky_record(message: str, *args: object, exc_text: str | None = None) -> l
 
 
 class _FakeCaplog:
-    """Just what the suite-wide fixture uses of ``caplog``."""
+    """Just what the suite-wide fixture uses of ``caplog``: the test's records are those of
+    its call phase, as pytest files them (``records`` is the current, teardown, phase)."""
 
     def __init__(self, records: list[logging.LogRecord]) -> None:
-        self.records = records
+        self._call = records
+        self.records: list[logging.LogRecord] = []
         self.level: int | None = None
 
     def set_level(self, level: int) -> None:
         self.level = level
+
+    def get_records(self, when: str) -> list[logging.LogRecord]:
+        return self._call if when == "call" else []
 
 
 def _run_suite_check(records: list[logging.LogRecord]) -> None:

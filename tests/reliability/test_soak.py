@@ -176,6 +176,12 @@ async def test_soak_many_sessions_over_tcp_with_random_drops() -> None:
             seed=SEED,
             chaos=chaos,
             bundle_size=BUNDLE,
+            # Every executed transaction writes its fee payer (a System account) and most
+            # carry a compute-budget instruction, so a subscription to those programs sees
+            # far more notifications per slot than before the ledger ran for real. Chaos
+            # drops per message: with 20 transactions per slot a replay after a long
+            # backoff is longer than the distance between drops and never completes.
+            transactions_per_slot=10.0,
             # A create lost in a drop leaves a detached session behind until it expires.
             max_sessions_per_key=100_000,
         ) as server:

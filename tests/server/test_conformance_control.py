@@ -24,6 +24,7 @@ from trio_backtest.protocol import (
     DiscoveryBatch,
     InvalidRequest,
     InvalidTransactionEncoding,
+    InvalidTransactionFormat,
     Paused,
     ReadyForContinue,
     ServerError,
@@ -212,6 +213,11 @@ async def test_discoveries_arrive_before_the_first_ready(
         ]
         assert expected
         assert [(b.slot, b.batch_index, b.transactions[0]) for b in batches] == expected
+        assert {b.matched for b in batches} == {(program,)}
+        # The batch is the real transaction: it decodes, and it invokes the program.
+        decoded = batches[0].decode_transactions()[0]
+        keys = decoded.message.account_keys
+        assert program in {str(keys[ix.program_id_index]) for ix in decoded.message.instructions}
         nursery.cancel_scope.cancel()
 
 
@@ -222,13 +228,20 @@ async def test_bad_injected_transaction_is_an_error_and_the_session_stays_ready(
         control = await open_control(server, nursery)
         created = await control.create(CreateSession(start_slot=5, slot_count=5))
         await control.recv_until(ReadyForContinue)
-        await control.send(Continue(ContinueParams(transactions=("AAAA", "not base64!"))))
+        real = server.ledger.slot(1).transactions[0].wire
+        await control.send(Continue(ContinueParams(transactions=(real, "not base64!"))))
         error = (await control.recv()).message
         assert isinstance(error, ServerError)
         assert isinstance(error.error, InvalidTransactionEncoding)
         assert error.error.index == 1
+        # Base64 of bytes that are no transaction: the server really decodes them.
+        await control.send(Continue(ContinueParams(transactions=(real, "AAAA"))))
+        error = (await control.recv()).message
+        assert isinstance(error, ServerError)
+        assert isinstance(error.error, InvalidTransactionFormat)
+        assert error.error.index == 1
         assert server.session_state(created.session_id) == "ready"
-        await control.send(Continue(ContinueParams(transactions=("AAAA",))))
+        await control.send(Continue(ContinueParams(transactions=(real,))))
         messages = [i.message for i in await control.recv_until(ReadyForContinue)]
         assert Slot(6) in messages
         nursery.cancel_scope.cancel()

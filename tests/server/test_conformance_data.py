@@ -176,8 +176,9 @@ async def test_unsubscribe_stops_the_stream(
 async def test_account_diff_subscriptions_by_program_and_by_account(
     server: LocalServer, autojump_clock: trio.testing.MockClock
 ) -> None:
-    program = server.ledger.programs[2]
-    account = next(a for a in server.ledger.accounts if server.ledger.owner_of(a) == program)
+    program = server.ledger.programs[0]  # SPL Token, which owns the token accounts
+    planned = [d.account for slot in range(40, 50) for d in server.ledger.slot(slot).diffs]
+    account = next(a for a in planned if server.ledger.owner_of(a) == program)
     async with trio.open_nursery() as nursery:
         control, session_id = await _started(server, nursery, 40, 20)
         data = await open_data(server, nursery, session_id)

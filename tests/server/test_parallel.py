@@ -258,3 +258,19 @@ async def test_close_session_v1_closes_one_sub_session(
         await _drive(control, {second})
         assert bundled.executed_slots(second) == list(range(10, 20))
         nursery.cancel_scope.cancel()
+
+
+async def test_a_legacy_server_sends_no_slot_lists(autojump_clock: trio.testing.MockClock) -> None:
+    async with (
+        open_local_server(
+            api_keys=(SECRET_KEY,), tcp=False, bundle_size=10, legacy_sessions_created=True
+        ) as server,
+        trio.open_nursery() as nursery,
+    ):
+        control, batch = await _create_batch(server, nursery, 5, 34)
+        assert len(batch.session_ids) == 4
+        assert (batch.start_slots, batch.end_slots) == (None, None)
+        frame = next(f for f in control.frames if "sessionsCreatedV2" in str(f))
+        assert "startSlots" not in str(frame)
+        assert "endSlots" not in str(frame)
+        nursery.cancel_scope.cancel()

@@ -16,7 +16,7 @@ from trio_backtest.server import (
     memory_pipe_pair,
     open_local_server,
 )
-from trio_backtest.server._http import PrefixedStream, parse_request_head, plain_response
+from trio_backtest.server._http import HttpConnection, HttpRequest, PrefixedStream
 
 
 async def test_memory_pipe_blocks_the_writer_when_the_buffer_is_full(
@@ -64,8 +64,21 @@ async def test_memory_pipe_is_a_conforming_stream() -> None:
     await trio.testing.check_two_way_stream(make, None)
 
 
-def test_request_heads_parse_or_are_refused() -> None:
-    head = parse_request_head(
+async def _request(data: bytes) -> tuple[HttpRequest | None, bytes, HttpConnection]:
+    """What the server's HTTP reader makes of ``data`` (then EOF), and what it answered."""
+    client, server = memory_pipe_pair()
+    http = HttpConnection(server)
+    await client.send_all(data)
+    await client.send_eof()
+    request = await http.next_request()
+    answer = b""
+    with trio.move_on_after(0.1):
+        answer = bytes(await client.receive_some())
+    return request, answer, http
+
+
+async def test_request_heads_parse_or_are_refused(autojump_clock: trio.testing.MockClock) -> None:
+    head, _, http = await _request(
         b"GET /backtest?x=1 HTTP/1.1\r\nHost: h\r\nUpgrade: WebSocket\r\nX-API-Key: k\r\n\r\nrest"
     )
     assert head is not None
@@ -73,10 +86,17 @@ def test_request_heads_parse_or_are_refused() -> None:
     assert head.header("x-api-key") == "k"
     assert head.header("missing") is None
     assert head.is_websocket_upgrade
-    assert parse_request_head(b"GET / HTTP/1.1\r\nHost: h\r\n") is None  # incomplete
-    assert parse_request_head(b"\x16\x03\x01\x02\r\n\r\n") is None  # TLS, not HTTP
-    assert parse_request_head(b"GET / HTTP/1.1\r\nbroken header\r\n\r\n") is None
-    assert plain_response(200, "ok").endswith(b"Content-Length: 2\r\nConnection: close\r\n\r\nok")
+    # The WebSocket library gets the head again, then what followed it.
+    assert http.upgrade_bytes(head).startswith(b"GET /backtest?x=1 HTTP/1.1\r\nhost: h\r\n")
+    assert http.upgrade_bytes(head).endswith(b"\r\n\r\nrest")
+    incomplete, answer, _ = await _request(b"GET / HTTP/1.1\r\nHost: h\r\n")
+    assert incomplete is None
+    tls, answer, _ = await _request(b"\x16\x03\x01\x02\r\n\r\n")
+    assert tls is None
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    broken, answer, _ = await _request(b"GET / HTTP/1.1\r\nbroken header\r\n\r\n")
+    assert broken is None
+    assert answer.startswith(b"HTTP/1.1 400 ")
 
 
 async def test_prefixed_stream_returns_the_put_back_bytes_first() -> None:

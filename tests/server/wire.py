@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -274,3 +275,25 @@ async def tcp_websocket(
                 nursery.cancel_scope.cancel()
     finally:
         await trio.aclose_forcefully(stream)
+
+
+async def raw_http(url: str, data: bytes, *, close_after: bool = False) -> bytes:
+    """Send raw bytes to the host of ``url`` over TCP; everything it answers until it closes.
+
+    With ``close_after``, close right after sending and return nothing.
+    """
+    parts = urllib.parse.urlsplit(url)
+    assert parts.hostname is not None
+    assert parts.port is not None
+    stream = await trio.open_tcp_stream(parts.hostname, parts.port)
+    answer = bytearray()
+    async with stream:
+        with contextlib.suppress(trio.BrokenResourceError):
+            await stream.send_all(data)
+        if close_after:
+            return b""
+        with trio.fail_after(10):
+            with contextlib.suppress(trio.BrokenResourceError):
+                while chunk := await stream.receive_some():
+                    answer += chunk
+    return bytes(answer)

@@ -8,17 +8,21 @@ decodes ``readyForContinue`` straight into ``ReadyForContinue``, ``error`` into
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+import binascii
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, final
 
 import attrs
 
+from ._base58 import base58_decode
 from ._errors import ProtocolError
 from ._errors_model import BacktestError
 from ._fields import extra_field, omitted_if_none
 
 if TYPE_CHECKING:
-    from solders.transaction import VersionedTransaction
+    from solders.account import Account
+    from solders.pubkey import Pubkey
+    from solders.transaction import Transaction, VersionedTransaction
 
 __all__ = [
     "AccountData",
@@ -59,18 +63,50 @@ __all__ = [
 ]
 
 
-def _tuple_of_str(value: Any) -> tuple[str, ...]:
-    return tuple(value)
-
-
 def _mapping_or_empty(value: Mapping[str, Any] | None) -> dict[str, Any]:
     return {} if value is None else dict(value)
 
 
+def _base64_transactions(
+    value: Iterable[str | VersionedTransaction | Transaction],
+) -> tuple[str, ...]:
+    """Base64 strings as given; solders transactions serialized to base64 here, once."""
+    if isinstance(value, str | bytes):
+        raise TypeError("transactions must be a list of transactions, not a single one")
+    encoded: list[str] = []
+    for index, item in enumerate(value):
+        if isinstance(item, str):
+            encoded.append(item)
+            continue
+        from solders.transaction import Transaction, VersionedTransaction
+
+        if not isinstance(item, VersionedTransaction | Transaction):
+            raise TypeError(
+                f"transactions[{index}] must be a base64 str or a solders VersionedTransaction "
+                f"or Transaction, got {type(item).__qualname__}"
+            )
+        encoded.append(base64.b64encode(bytes(item)).decode("ascii"))
+    return tuple(encoded)
+
+
 # Typed copies rather than ``converter=dict``: the attrs mypy plugin takes the
 # constructor's parameter type from the converter, and ``dict``'s is unusable.
-def _account_states(value: Mapping[str, AccountData]) -> dict[str, AccountData]:
-    return dict(value)
+def _account_states(
+    value: Mapping[str | Pubkey, AccountData | Account],
+) -> dict[str, AccountData]:
+    states: dict[str, AccountData] = {}
+    for address, state in value.items():
+        if not isinstance(state, AccountData):
+            from solders.account import Account
+
+            if not isinstance(state, Account):
+                raise TypeError(
+                    f"the state of {str(address)[:44]} must be an AccountData or a solders "
+                    f"Account, got {type(state).__qualname__}"
+                )
+            state = AccountData.from_account(state)
+        states[str(address)] = state
+    return states
 
 
 def _cursors(value: Mapping[str, int]) -> dict[str, int]:
@@ -180,7 +216,7 @@ def CreateSession(
 @final
 @attrs.frozen
 class AccountData:
-    """An account state to install with ``modifyAccountStates``."""
+    """An account state to install with ``modifyAccountStates`` or ``modifyAccounts``."""
 
     data: str
     """The account data, encoded as ``encoding`` says."""
@@ -190,6 +226,44 @@ class AccountData:
     """Base58 owner program."""
     space: int
     encoding: str = "base64"
+    """``base64`` or ``base58``."""
+
+    @classmethod
+    def from_account(cls, account: Account) -> AccountData:
+        """The state of a solders ``Account``, its data as base64."""
+        data = bytes(account.data)
+        return cls(
+            data=base64.b64encode(data).decode("ascii"),
+            executable=account.executable,
+            lamports=account.lamports,
+            owner=str(account.owner),
+            space=len(data),
+        )
+
+    def to_account(self) -> Account:
+        """This state as a solders ``Account`` (``rent_epoch`` is solders' default, 0).
+
+        Raises:
+            ValueError: the data or the owner cannot be decoded, or ``encoding`` is
+                neither ``base64`` nor ``base58``.
+        """
+        from solders.account import Account
+        from solders.pubkey import Pubkey
+
+        try:
+            if self.encoding == "base64":
+                data = base64.b64decode(self.data, validate=True)
+            elif self.encoding == "base58":
+                data = base58_decode(self.data)
+            else:
+                raise ValueError(f"unsupported encoding {self.encoding!r:.40}")
+        except binascii.Error as exc:
+            raise ValueError(f"the account data is not valid base64 ({exc})") from None
+        try:
+            owner = Pubkey.from_string(self.owner)
+        except ValueError as exc:
+            raise ValueError(f"the owner {self.owner!r:.60} is not a base58 public key") from exc
+        return Account(self.lamports, data, owner, self.executable)
 
 
 @final
@@ -199,12 +273,19 @@ class ContinueParams:
 
     advance_count: int = attrs.field(default=1, validator=attrs.validators.ge(1))
     """Slots to execute before the next ``readyForContinue``."""
-    transactions: tuple[str, ...] = attrs.field(default=(), converter=_tuple_of_str)
-    """Base64 serialized transactions to execute first."""
+    transactions: tuple[str, ...] = attrs.field(default=(), converter=_base64_transactions)
+    """Serialized transactions to execute first, as base64.
+
+    Also accepts solders ``VersionedTransaction`` and ``Transaction`` values, serialized
+    to base64 when the parameters are built.
+    """
     modify_account_states: Mapping[str, AccountData] = attrs.field(
         factory=dict, converter=_account_states
     )
-    """Account states to install, by base58 address."""
+    """Account states to install, by base58 address.
+
+    Also accepts solders ``Pubkey`` keys and ``Account`` values (converted with
+    `AccountData.from_account`)."""
     extra: Mapping[str, Any] = extra_field()
 
 

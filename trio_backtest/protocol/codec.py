@@ -728,3 +728,18 @@ def encode_rpc(message: r.RpcMessage) -> str:
     else:
         raise TypeError(f"not a data-plane message: {type(message).__name__}")
     return orjson.dumps(out).decode()
+
+
+def decode_account_data(value: Any) -> c.AccountData:
+    """Decode one ``AccountData`` JSON value (protocol.md §2.1; the ``UiAccount`` data
+    spelling ``[data, encoding]`` is accepted too).
+
+    Raises:
+        ProtocolError: ``value`` is not an ``AccountData``.
+    """
+    try:
+        return _converter.structure(value, c.AccountData)
+    except ProtocolError:
+        raise
+    except Exception as exc:
+        raise ProtocolError(f"AccountData: {exc}") from None

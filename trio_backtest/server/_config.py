@@ -59,6 +59,14 @@ class ChaosConfig:
     """Codes a chaos close picks from."""
     plane: Plane = "any"
     """Sockets chaos applies to."""
+    http_drop: float = attrs.field(default=0.0, validator=_check_probability)
+    """Chance that an HTTP JSON-RPC request's connection is dropped before it is handled."""
+    http_lose_answer: float = attrs.field(default=0.0, validator=_check_probability)
+    """Chance that an HTTP JSON-RPC request is handled and its answer lost (dropped)."""
+    http_bad_gateway: float = attrs.field(default=0.0, validator=_check_probability)
+    """Chance that an HTTP JSON-RPC request is answered 502 with an empty body, unhandled."""
+    http_delay: float = 0.0
+    """Seconds added before every HTTP JSON-RPC answer."""
 
     def __attrs_post_init__(self) -> None:
         if self.mean_interval is not None and not (
@@ -67,11 +75,25 @@ class ChaosConfig:
             raise ValueError("mean_interval must be a positive number of seconds")
         if self.plane not in _PLANES:
             raise ValueError(f"plane must be one of {_PLANES}, got {self.plane!r}")
+        if self.http_drop + self.http_lose_answer + self.http_bad_gateway > 1.0:
+            raise ValueError("http_drop + http_lose_answer + http_bad_gateway must not exceed 1")
+        if not (math.isfinite(self.http_delay) and self.http_delay >= 0):
+            raise ValueError("http_delay must be a finite number of seconds >= 0")
 
     @property
     def active(self) -> bool:
         """Whether any fault can fire at all."""
-        return bool(self.drop_probability or self.close_probability or self.mean_interval)
+        return (
+            bool(self.drop_probability or self.close_probability or self.mean_interval)
+            or self.http_active
+        )
+
+    @property
+    def http_active(self) -> bool:
+        """Whether any HTTP data-plane fault is configured."""
+        return bool(
+            self.http_drop or self.http_lose_answer or self.http_bad_gateway or self.http_delay
+        )
 
 
 def _keys(value: str | Iterable[str]) -> tuple[str, ...]:
@@ -130,6 +152,22 @@ class ServerConfig:
     for long runs."""
     record_limit: int = 100_000
     """Most frames a session's record keeps (the newest)."""
+    reference_cache_slots: int = 32
+    """Executed slots each shared reference execution keeps for sessions that lag behind the
+    furthest one; an older slot is executed again (deterministically) when needed."""
+    legacy_sessions_created: bool = False
+    """Send ``sessionsCreatedV2`` without ``startSlots``/``endSlots``, as servers before the
+    reference 0.13 did (so clients can be tested against them)."""
+    ranges_start_slot: int = 0
+    """First slot of the window ``GET /available-ranges`` lists (the ledger serves every slot;
+    the listing is bounded)."""
+    ranges_count: int = 100
+    """Bundles ``GET /available-ranges`` lists, each a range whose ``snapshotSlot`` is its
+    bundle's first slot."""
+    http_keepalive_timeout: float = 75.0
+    """Seconds an idle HTTP keep-alive connection stays open."""
+    max_http_body: int = 4 * 1024 * 1024
+    """Largest JSON-RPC request body accepted over HTTP; a bigger one gets HTTP 413."""
 
     def __attrs_post_init__(self) -> None:
         if self.backpressure not in ("block", "drop"):
@@ -143,9 +181,16 @@ class ServerConfig:
             "max_subscriptions_per_socket",
             "discovery_lookahead",
             "record_limit",
+            "reference_cache_slots",
+            "ranges_count",
+            "max_http_body",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+        if self.ranges_start_slot < 0:
+            raise ValueError("ranges_start_slot must be >= 0")
+        if self.http_keepalive_timeout <= 0:
+            raise ValueError("http_keepalive_timeout must be > 0")
         if self.startup_delay < 0 or self.completed_linger < 0 or self.handshake_timeout <= 0:
             raise ValueError("delays must be >= 0 and handshake_timeout > 0")
         if self.garbage_limit < 0:

@@ -312,12 +312,14 @@ class ControlConnection:
         self.handle.session_ids = frozenset({batch.id, *batch.sessions})
         for sub in subs:
             self._push_plain(SessionCreated(sub.id, sub.rpc_endpoint), record=batch.record)
+        legacy = self.core.config.legacy_sessions_created
         self._push_plain(
             SessionsCreatedV2(
                 batch.id,
                 tuple(s.id for s in subs),
-                start_slots=tuple(s.params.start_slot for s in subs),
-                end_slots=tuple(s.params.end_slot for s in subs),
+                # Older servers (before the reference 0.13) sent no slot lists.
+                start_slots=None if legacy else tuple(s.params.start_slot for s in subs),
+                end_slots=None if legacy else tuple(s.params.end_slot for s in subs),
             ),
             record=batch.record,
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections.abc import Callable, Iterable
 from typing import Literal, final
@@ -14,7 +15,10 @@ from ._config import ChaosConfig, Plane
 from ._faults import FaultStream, Link
 from ._stats import Counters
 
-__all__ = ["ConnHandle", "FaultControls"]
+__all__ = ["ConnHandle", "FaultControls", "HttpFault"]
+
+HttpFault = Literal["drop", "lose_answer", "bad_gateway"]
+"""What an HTTP fault does to one JSON-RPC request (see :meth:`FaultControls.http`)."""
 
 logger = logging.getLogger("trio_backtest.server.faults")
 
@@ -76,6 +80,16 @@ class _DropRule:
 
 @final
 @attrs.define
+class _HttpRule:
+    drop: float
+    lose_answer: float
+    bad_gateway: float
+    delay: float
+    rng: random.Random
+
+
+@final
+@attrs.define
 class _Refusal:
     plane: Plane
     remaining: int
@@ -102,6 +116,15 @@ class FaultControls:
         self.chaos = chaos
         """The random faults in effect (``None``: none); `clear` turns them off."""
         self._chaos_rng = random.Random(chaos.seed if chaos is not None else 0)
+        self._http_rules: dict[str | None, _HttpRule] = {}
+        if chaos is not None and chaos.http_active:
+            self.http(
+                drop=chaos.http_drop,
+                lose_answer=chaos.http_lose_answer,
+                bad_gateway=chaos.http_bad_gateway,
+                delay=chaos.http_delay,
+                seed=chaos.seed,
+            )
 
     # ------------------------------------------------------------ public controls
 
@@ -198,8 +221,67 @@ class FaultControls:
         """Make a session fail at its next slot boundary with ``AdvanceSlotFailed``."""
         self._failures[session_id] = error
 
+    def http(
+        self,
+        *,
+        drop: float = 0.0,
+        lose_answer: float = 0.0,
+        bad_gateway: float = 0.0,
+        delay: float = 0.0,
+        seed: int = 0,
+        session_id: str | None = None,
+    ) -> None:
+        """Faults on the HTTP JSON-RPC data plane, from now on, seeded.
+
+        One draw per request decides its fate, so the probabilities add up to at most 1.
+        A rule for one ``session_id`` replaces that session's previous rule and takes
+        precedence over the rule for every session (``session_id=None``).
+
+        Args:
+            drop: Probability the connection is dropped before the request is handled.
+            lose_answer: Probability the request *is* handled, then the connection is
+                dropped without an answer (what a client's ``send_transaction`` must survive).
+            bad_gateway: Probability of HTTP 502 with an empty body; the request is not handled.
+            delay: Seconds added before each request is handled and answered.
+            seed: Seed of this rule's random draws.
+            session_id: The session the rule applies to; ``None`` for every session.
+        """
+        for name, value in (
+            ("drop", drop),
+            ("lose_answer", lose_answer),
+            ("bad_gateway", bad_gateway),
+        ):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be within [0, 1], got {value}")
+        if drop + lose_answer + bad_gateway > 1.0:
+            raise ValueError("drop + lose_answer + bad_gateway must not exceed 1")
+        if not (math.isfinite(delay) and delay >= 0):
+            raise ValueError("delay must be a finite number of seconds >= 0")
+        self._http_rules[session_id] = _HttpRule(
+            drop, lose_answer, bad_gateway, float(delay), random.Random(f"http:{seed}")
+        )
+
+    def take_http(self, session_id: str) -> tuple[HttpFault | None, float]:
+        """The fault and the delay for one JSON-RPC request to ``session_id``."""
+        rule = self._http_rules.get(session_id) or self._http_rules.get(None)
+        if rule is None:
+            return None, 0.0
+        draw = rule.rng.random()
+        fault: HttpFault | None = None
+        if draw < rule.drop:
+            fault = "drop"
+        elif draw < rule.drop + rule.lose_answer:
+            fault = "lose_answer"
+        elif draw < rule.drop + rule.lose_answer + rule.bad_gateway:
+            fault = "bad_gateway"
+        if fault is not None:
+            self._fired(f"http_{fault}", 1)
+        return fault, rule.delay
+
     def clear(self) -> None:
-        """Forget pending deferred drops, refusals, stalls and chaos (the link stays)."""
+        """Forget pending deferred drops, refusals, stalls, HTTP faults and chaos (the link
+        stays)."""
+        self._http_rules.clear()
         self._drop_rules.clear()
         self._refusals.clear()
         self._stall = 0.0

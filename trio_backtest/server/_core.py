@@ -6,22 +6,27 @@ import hmac
 import itertools
 import logging
 import secrets
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from typing import Literal, final
 
 import trio
 
+from ._chain import References
 from ._config import ServerConfig
 from ._controls import FaultControls
 from ._ledger import Ledger
+from ._runtime import Engine
 from ._session import Batch, Session
-from ._stats import Counters, Delivery, Record, ServerStatistics
+from ._stats import Counters, Delivery, Record, RpcCall, ServerStatistics
 
 __all__ = ["ServerCore"]
 
 logger = logging.getLogger("trio_backtest.server")
 
 ForgetReason = Literal["closed", "expired", "destroyed"]
+
+#: Ids of ended sessions remembered, so their data plane answers 502 rather than 404.
+_ENDED_MEMORY = 10_000
 
 
 @final
@@ -31,7 +36,10 @@ class ServerCore:
     def __init__(self, config: ServerConfig, nursery: trio.Nursery) -> None:
         self.config = config
         self.nursery = nursery
-        self.ledger = Ledger(config.ledger)
+        # Sessions at different positions share plans: keep a few thousand transactions.
+        self.ledger = Ledger(config.ledger, cache_slots=256, cache_transactions=8192)
+        self.engine = Engine.shared(self.ledger)
+        self.references = References(self.ledger, self.engine, config.reference_cache_slots)
         self.counters = Counters()
         self.faults = FaultControls(self.counters, config.chaos)
         self.sessions: dict[str, Session] = {}
@@ -39,6 +47,9 @@ class ServerCore:
         self.batches: dict[str, Batch] = {}
         self._records: dict[str, Record] = {}
         self._executed: dict[str, list[int]] = {}
+        self._user_transactions: dict[str, list[str]] = {}
+        self._rpc_calls: dict[str, deque[RpcCall]] = {}
+        self._ended: OrderedDict[str, None] = OrderedDict()
         self._connection_numbers = itertools.count(1)
         self._connections_changed = trio.lowlevel.ParkingLot()
 
@@ -100,6 +111,42 @@ class ServerCore:
         """The mutable list of a session's fully executed slots."""
         return self._executed.setdefault(session_id, [])
 
+    def rpc_calls_of(self, session_id: str, *, create: bool = True) -> deque[RpcCall] | None:
+        """The record of HTTP JSON-RPC requests to a live or ended session (``None`` when
+        recording is off or the id never named a session)."""
+        calls = self._rpc_calls.get(session_id)
+        if calls is not None or not create or not self.config.record:
+            return calls
+        if session_id not in self.sessions and not self.ended(session_id):
+            return None
+        calls = self._rpc_calls[session_id] = deque(maxlen=self.config.record_limit)
+        return calls
+
+    def available_ranges(self) -> list[dict[str, int]]:
+        """What ``GET /available-ranges`` lists: the bundles of the configured window."""
+        size = self.config.ledger.bundle_size
+        first = self.ledger.bundle_start(self.config.ranges_start_slot)
+        return [
+            {
+                "bundleStartSlot": start,
+                "maxBundleEndSlot": start + size - 1,
+                "snapshotSlot": start,
+            }
+            for start in range(first, first + size * self.config.ranges_count, size)
+        ]
+
+    def user_transactions_of(self, session_id: str) -> list[str]:
+        """The mutable list of a session's executed user transactions."""
+        return self._user_transactions.setdefault(session_id, [])
+
+    def take_failure(self, session_id: str) -> str | None:
+        """An injected failure for the session's next slot boundary, once."""
+        return self.faults.take_failure(session_id)
+
+    def ended(self, session_id: str) -> bool:
+        """Whether ``session_id`` named a session that is gone (closed, expired, destroyed)."""
+        return session_id in self._ended
+
     # ------------------------------------------------------------ lifecycle
 
     def register(self, session: Session) -> None:
@@ -139,6 +186,10 @@ class ServerCore:
         if session.expiry is not None:
             session.expiry.cancel()
         self.sessions.pop(session.id, None)
+        session.chain.close()
+        self._ended[session.id] = None
+        while len(self._ended) > _ENDED_MEMORY:
+            self._ended.popitem(last=False)
         if session.batch is not None:
             session.batch.sessions.pop(session.id, None)
         if reason == "closed":

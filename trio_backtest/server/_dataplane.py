@@ -35,7 +35,8 @@ from ..protocol import (
 )
 from ._controls import ConnHandle
 from ._core import ServerCore
-from ._ledger import LedgerAccountDiff, LedgerSlot, base58_decode
+from ._ledger import base58_decode
+from ._runtime import Executed
 from ._session import Session, SessionState
 from ._stats import Delivery
 
@@ -127,18 +128,11 @@ class DataConnection:
 
     # ------------------------------------------------------------ Subscriber
 
-    def collect(self, ledger_slot: LedgerSlot, start: int, stop: int) -> list[DataItem]:
-        """The live notifications transactions ``[start, stop)`` of the slot produce here."""
+    def collect(self, executed: list[Executed]) -> list[DataItem]:
+        """The live notifications these executed transactions produce here."""
         if self._closed or self._finishing or not self.subs:
             return []
-        return _notifications(
-            ledger_slot,
-            start,
-            stop,
-            self.subs.values(),
-            self.session.skipped(ledger_slot),
-            replay=False,
-        )
+        return _notifications(executed, self.subs.values(), replay=False)
 
     async def put_many(self, items: list[DataItem]) -> None:
         """Queue live notifications; a full queue waits (``block``) or drops (``drop``)."""
@@ -371,10 +365,7 @@ class DataConnection:
             return
         self.core.counters.replays_served += 1
         for entry in session.replay_slots(from_slot):
-            skipped = session.skipped(entry.ledger_slot)
-            for item in _notifications(
-                entry.ledger_slot, 0, entry.upto, (sub,), skipped, replay=True
-            ):
+            for item in _notifications(entry.executed, (sub,), replay=True):
                 self._enqueue(item)
 
     def _unsubscribe(self, message: TransactionUnsubscribe | AccountDiffUnsubscribe) -> None:
@@ -388,31 +379,18 @@ class DataConnection:
 
 
 def _notifications(
-    ledger_slot: LedgerSlot,
-    start: int,
-    stop: int,
-    subs: Iterable[_Subscription],
-    skipped: frozenset[int],
-    *,
-    replay: bool,
+    executed: list[Executed], subs: Iterable[_Subscription], *, replay: bool
 ) -> list[DataItem]:
     tx_subs = [s for s in subs if s.kind == "transaction"]
     diff_subs = [s for s in subs if s.kind == "accountDiff"]
     items: list[DataItem] = []
     if not tx_subs and not diff_subs:
         return items
-    diffs: dict[int, list[LedgerAccountDiff]] = {}
-    if diff_subs:
-        for diff in ledger_slot.diffs:
-            if start <= diff.tx_index < stop:
-                diffs.setdefault(diff.tx_index, []).append(diff)
-    slot = ledger_slot.slot
-    for tx in ledger_slot.transactions[start:stop]:
-        if tx.index in skipped:
-            continue
+    for done in executed:
+        slot = done.slot
         for sub in tx_subs:
-            if tx.mentions(sub.address):
-                payload = TransactionPayload(slot, tx.signature, tx.raw)
+            if done.mentions(sub.address):
+                payload = TransactionPayload(slot, done.signature, done.raw)
                 items.append(
                     DataItem(
                         TransactionNotification(sub.id, payload),
@@ -423,18 +401,14 @@ def _notifications(
                         replay=replay,
                     )
                 )
-        for diff in diffs.get(tx.index, ()):
+        if not diff_subs:
+            continue
+        for diff in done.diffs:
             for sub in diff_subs:
                 if diff.matches(sub.address, sub.address_type):
                     raw = diff.raw
                     diff_payload = AccountDiffPayload(
-                        slot,
-                        diff.tx_index,
-                        diff.signature,
-                        diff.account,
-                        raw["pre"],
-                        raw["post"],
-                        raw,
+                        slot, done.index, done.signature, diff.account, raw["pre"], raw["post"], raw
                     )
                     items.append(
                         DataItem(

@@ -1,33 +1,38 @@
-"""The HTTP head of a new connection: read it before the WebSocket library does.
+"""HTTP/1.1 on the server's port, parsed by h11: requests, bodies, answers, keep-alive.
 
-The server peeks at the request head to answer ``GET /health`` and plain (non-upgrade)
-requests itself, then hands the stream, with the bytes already read put back in front,
-to trio-websocket.
+Every connection starts here. A WebSocket upgrade is handed to trio-websocket with the
+request head re-serialized in front of whatever the client already sent after it; every
+other request is answered here (``/health``, ``/available-ranges``, JSON-RPC on a
+session's path, 404/405/426), keeping the connection alive when both sides allow it.
 """
 
 from __future__ import annotations
 
-from typing import final
+import contextlib
+from typing import Final, final
 
 import attrs
+import h11
 import trio
 
-__all__ = ["PrefixedStream", "RequestHead", "parse_request_head", "plain_response"]
+__all__ = ["MAX_HEAD_BYTES", "HttpConnection", "HttpRequest", "PrefixedStream", "TooLarge"]
 
 #: Longest request head accepted; browsers and WebSocket clients send well under 8 KiB.
-MAX_HEAD_BYTES = 16 * 1024
-_END = b"\r\n\r\n"
+MAX_HEAD_BYTES: Final = 16 * 1024
+_RECEIVE_SIZE: Final = MAX_HEAD_BYTES
+"""Bytes read at a time: h11 measures an incomplete head per read, so no more than the limit."""
 
 
 @final
 @attrs.frozen
-class RequestHead:
+class HttpRequest:
     """The request line and headers of one HTTP request."""
 
     method: str
     target: str
     headers: tuple[tuple[str, str], ...]
     """``(lower-case name, value)`` pairs in order."""
+    http_version: str = "1.1"
 
     def header(self, name: str) -> str | None:
         """The first value of header ``name`` (case-insensitive), or ``None``."""
@@ -48,64 +53,124 @@ class RequestHead:
         upgrade = self.header("upgrade") or ""
         return "websocket" in (token.strip().lower() for token in upgrade.split(","))
 
+    def head_bytes(self) -> bytes:
+        """The request head, serialized again (for the WebSocket library to parse)."""
+        lines = [f"{self.method} {self.target} HTTP/{self.http_version}"]
+        lines.extend(f"{name}: {value}" for name, value in self.headers)
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
-def parse_request_head(data: bytes) -> RequestHead | None:
-    """Parse a request head ending in a blank line; ``None`` when it is not HTTP/1.x."""
-    head, sep, _ = data.partition(_END)
-    if not sep:
-        return None
-    try:
-        lines = head.decode("latin-1").split("\r\n")
-    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes every byte
-        return None
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-        return None
-    headers: list[tuple[str, str]] = []
-    for line in lines[1:]:
-        name, colon, value = line.partition(":")
-        if not colon or not name or name != name.strip():
+
+@final
+class TooLarge(Exception):
+    """A request body exceeded the limit."""
+
+
+@final
+class HttpConnection:
+    """The server side of one HTTP/1.1 connection (h11 does the parsing)."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self._stream = stream
+        self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
+
+    async def _next_event(self) -> h11.Event | type[h11.PAUSED] | None:
+        """The next event, reading as needed; ``None`` when the peer went away."""
+        while True:
+            event = self._conn.next_event()
+            if event is not h11.NEED_DATA:
+                return event  # type: ignore[return-value]
+            try:
+                data = await self._stream.receive_some(_RECEIVE_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return None
+            self._conn.receive_data(bytes(data))
+
+    async def next_request(self) -> HttpRequest | None:
+        """The next request head; ``None`` when the peer closed or spoke no HTTP.
+
+        Input that is not HTTP/1.1 is answered with the status h11 suggests (400, 413, 431)
+        and a closing connection.
+        """
+        try:
+            event = await self._next_event()
+        except h11.RemoteProtocolError as exc:
+            await self._refuse(exc.error_status_hint)
             return None
-        headers.append((name.lower(), value.strip()))
-    return RequestHead(parts[0], parts[1], tuple(headers))
+        if not isinstance(event, h11.Request):
+            return None
+        return HttpRequest(
+            event.method.decode("latin-1"),
+            event.target.decode("latin-1"),
+            tuple(
+                (name.decode("latin-1"), value.decode("latin-1")) for name, value in event.headers
+            ),
+            event.http_version.decode("latin-1"),
+        )
 
+    async def read_body(self, limit: int) -> bytes | None:
+        """The request body; ``None`` when the peer went away or sent a broken body.
 
-async def read_request_head(stream: trio.abc.ReceiveStream) -> bytes:
-    """Read until the end of the request head (or EOF, or the size limit).
+        Raises:
+            TooLarge: the body is longer than ``limit`` bytes.
+        """
+        body = bytearray()
+        while True:
+            try:
+                event = await self._next_event()
+            except h11.RemoteProtocolError:
+                return None
+            if isinstance(event, h11.Data):
+                body += event.data
+                if len(body) > limit:
+                    raise TooLarge
+            elif isinstance(event, h11.EndOfMessage):
+                return bytes(body)
+            else:
+                return None
 
-    Returns:
-        Every byte read, which may run past the head.
-    """
-    data = bytearray()
-    while _END not in data and len(data) < MAX_HEAD_BYTES:
-        chunk = await stream.receive_some(4096)
-        if not chunk:
-            break
-        data += chunk
-    return bytes(data)
+    def upgrade_bytes(self, request: HttpRequest) -> bytes:
+        """The head of ``request`` and every byte the client sent after it."""
+        trailing, _ = self._conn.trailing_data
+        return request.head_bytes() + bytes(trailing)
 
+    async def respond(
+        self,
+        status: int,
+        body: bytes,
+        *,
+        content_type: str = "text/plain; charset=utf-8",
+        close: bool = False,
+        head_only: bool = False,
+    ) -> bool:
+        """Send a complete response; False when it could not be sent."""
+        headers = [("content-type", content_type), ("content-length", str(len(body)))]
+        if close:
+            headers.append(("connection", "close"))
+        try:
+            data = self._conn.send(h11.Response(status_code=status, headers=headers))
+            if body and not head_only:
+                data += self._conn.send(h11.Data(data=body))
+            data += self._conn.send(h11.EndOfMessage())
+        except h11.LocalProtocolError:
+            return False
+        try:
+            await self._stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return False
+        return True
 
-_REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    401: "Unauthorized",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    426: "Upgrade Required",
-    503: "Service Unavailable",
-}
+    def next_cycle(self) -> bool:
+        """Get ready for the next request on the same connection; False when it must close."""
+        if self._conn.our_state is h11.DONE and self._conn.their_state is h11.DONE:
+            self._conn.start_next_cycle()
+            return True
+        return False
 
-
-def plain_response(status: int, body: str) -> bytes:
-    """A complete ``text/plain`` HTTP/1.1 response that closes the connection."""
-    payload = body.encode()
-    reason = _REASONS.get(status, "Status")
-    return (
-        f"HTTP/1.1 {status} {reason}\r\n"
-        "Content-Type: text/plain; charset=utf-8\r\n"
-        f"Content-Length: {len(payload)}\r\n"
-        "Connection: close\r\n\r\n"
-    ).encode() + payload
+    async def _refuse(self, status: int) -> None:
+        if self._conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return
+        with contextlib.suppress(h11.LocalProtocolError):
+            await self.respond(status, b"bad request\n", close=True)
 
 
 @final

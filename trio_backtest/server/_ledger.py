@@ -1,10 +1,22 @@
-"""The synthetic ledger the local server executes: deterministic from ``(seed, slot)``.
+"""The synthetic ledger's *plan*: deterministic from ``(seed, slot)``.
+
+A slot's plan is the list of real Solana transactions its block holds: system transfers,
+SPL Token transfers between token accounts of a seeded mint, memo instructions with seeded
+text, compute-budget instructions (priority fees) and calls of synthetic "app" programs
+(copies of the memo program deployed under seeded ids). The runtime
+(:mod:`._runtime`) executes the plan; every *value* a client sees (lamports, data, logs,
+compute units, fees) comes from that execution.
+
+The workload is built so that what the plan promises holds for every world that has not
+been changed by its user: a transaction succeeds or fails by construction (failures are a
+transfer far beyond any balance, a memo naming an account that did not sign, a token
+transfer signed by the wrong authority; successes move small amounts out of enormous
+balances), and the set of accounts it writes is fixed. So :attr:`LedgerSlot.diffs` and
+:attr:`LedgerTransaction.succeeded` are plan-level facts that tests can use as oracles.
 
 Every slot is generated on demand from a random source seeded with a stable hash of the
-ledger seed and the slot number, so slots can be produced in any order, in parallel bundles,
-in any process, and always come out byte-identical. Account state is consistent *within* a
-slot (a second write to an account starts from the first write's ``post``); across slots each
-slot starts from freshly drawn state, which keeps random access O(1).
+ledger seed and the slot number, so slots can be produced in any order and in any process
+and always come out byte-identical.
 """
 
 from __future__ import annotations
@@ -14,26 +26,51 @@ import functools
 import hashlib
 import math
 import random
+import struct
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
-from typing import Any, Final, TypeVar, final
+from collections.abc import Sequence
+from typing import Final, Literal, TypeVar, final
 
 import attrs
-import orjson
+from solders.account import Account
+from solders.compute_budget import ID as COMPUTE_BUDGET_ID
+from solders.compute_budget import set_compute_unit_limit, set_compute_unit_price
+from solders.hash import Hash
+from solders.instruction import AccountMeta, Instruction
+from solders.message import Message
+from solders.pubkey import Pubkey
+from solders.signature import Signature
+from solders.system_program import ID as SYSTEM_ID
+from solders.system_program import TransferParams, transfer
+from solders.token import ID as TOKEN_ID
+from solders.transaction import VersionedTransaction
 
 from ..protocol._base58 import base58_decode, base58_encode
 
 _T = TypeVar("_T")
 
 __all__ = [
+    "COMPUTE_BUDGET_PROGRAM",
+    "MEMO_PROGRAM",
+    "SYSTEM_PROGRAM",
+    "TOKEN_PROGRAM",
     "Ledger",
     "LedgerAccountDiff",
     "LedgerConfig",
     "LedgerSlot",
     "LedgerTransaction",
+    "TransactionKind",
     "base58_decode",
     "base58_encode",
 ]
+
+MEMO_ID: Final = Pubkey.from_string("MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr")
+SYSTEM_PROGRAM: Final = str(SYSTEM_ID)
+TOKEN_PROGRAM: Final = str(TOKEN_ID)
+MEMO_PROGRAM: Final = str(MEMO_ID)
+COMPUTE_BUDGET_PROGRAM: Final = str(COMPUTE_BUDGET_ID)
+
+TransactionKind = Literal["transfer", "token", "app", "memo"]
 
 
 def _stable_seed(*parts: int | str) -> int:
@@ -50,15 +87,18 @@ class LedgerConfig:
     seed: int = 0
     """Root of all randomness in the ledger."""
     transactions_per_slot: float = 20.0
-    """Mean number of transactions per slot (Poisson distributed per slot); 0 gives empty slots."""
+    """Mean number of block transactions per slot (Poisson distributed); 0 gives empty slots."""
     program_count: int = 8
-    """How many program ids exist."""
+    """How many synthetic "app" programs (memo-program copies under seeded ids) exist, next to
+    the System, SPL Token, Memo and Compute Budget programs the workload also invokes."""
     account_count: int = 64
-    """How many program-owned accounts exist."""
+    """How many SPL token accounts of the ledger's mint exist (owned by the signer wallets)."""
     bundle_size: int = 100
-    """Slots per bundle when a range is split for parallel execution."""
+    """Slots per bundle: parallel splits and world snapshots (a session's world starts from
+    the genesis snapshot at the start of its first slot's bundle)."""
     failure_rate: float = 0.08
-    """Probability that a transaction fails; failed transactions write no account diffs."""
+    """Probability that a block transaction fails by construction; a failed transaction
+    still pays its fee, so its only account diff is its fee payer's."""
 
     def __attrs_post_init__(self) -> None:
         if not (math.isfinite(self.transactions_per_slot) and self.transactions_per_slot >= 0):
@@ -76,61 +116,48 @@ class LedgerConfig:
 @final
 @attrs.frozen
 class LedgerTransaction:
-    """One executed transaction of the synthetic ledger.
-
-    The identity fields are computed with the slot; ``raw``, ``raw_json`` and ``wire`` are
-    built on first access (from a random source fixed when the slot was generated), because
-    most transactions of a slot usually match no subscription. ``raw`` is shared with the
-    ledger's cache: treat it as read-only.
-    """
+    """One planned block transaction: what it is, not what executing it produced."""
 
     slot: int
-    """Slot the transaction executed in."""
+    """Slot of the block holding the transaction."""
     index: int
-    """Position in the slot's execution order, 0-based."""
+    """Position in the slot's execution order, 0-based (the ``batchIndex`` of its batch)."""
     signature: str
-    """Base58 of 64 bytes; equal to ``raw["transaction"]["signatures"][0]``."""
+    """Base58 of its (synthetic, 64 random bytes) signature: the transaction's identity."""
+    kind: TransactionKind
+    """The main instruction: a system transfer, a token transfer, an app call or a memo."""
     programs: tuple[str, ...]
-    """The 1-3 ledger program ids the transaction invokes, in instruction order."""
+    """The programs its instructions invoke, distinct, in instruction order."""
     accounts: tuple[str, ...]
-    """The 1-4 program-owned accounts it writes (attempts to write, if it failed)."""
+    """The accounts it writes (attempts to write, if it fails) besides its fee payer, in the
+    order of the message's account keys."""
     succeeded: bool
-    """False when ``raw["meta"]["err"]`` is set."""
+    """Whether it succeeds in every world its user did not change."""
     fee_payer: str
-    """The signing wallet that paid the fee (not a ledger account, so it has no diffs)."""
-    _recipe: _TransactionRecipe = attrs.field(eq=False, repr=False, alias="recipe")
+    """The signing wallet that pays the fee (it also signs the main instruction)."""
+    transaction: VersionedTransaction = attrs.field(eq=False, repr=False)
+    """The transaction itself (signature verification is off, so any signature runs)."""
 
     def mentions(self, program_id: str) -> bool:
         """Whether a ``transactionSubscribe`` for ``program_id`` receives this transaction."""
         return program_id in self.programs
 
     @property
-    def raw(self) -> Mapping[str, Any]:
-        """The ``getTransaction`` JSON shape of protocol.md section 5 (1-3 KB as JSON)."""
-        return self._materialized.raw
-
-    @property
-    def raw_json(self) -> bytes:
-        """``orjson.dumps(raw)``, computed anyway while sizing ``raw``."""
-        return self._materialized.raw_json
-
-    @property
-    def wire(self) -> str:
-        """Base64 of the transaction in Solana's legacy wire format (synthetic signature)."""
-        return self._materialized.wire
+    def writes(self) -> tuple[str, ...]:
+        """The accounts its execution changes: the fee payer, then (on success) the others."""
+        return (self.fee_payer, *self.accounts) if self.succeeded else (self.fee_payer,)
 
     @functools.cached_property
-    def _materialized(self) -> _Materialized:
-        return self._recipe.materialize(self.slot, self.signature, self.programs)
+    def wire(self) -> str:
+        """Base64 of the bincode-serialized ``VersionedTransaction``."""
+        return base64.b64encode(bytes(self.transaction)).decode("ascii")
 
 
 @final
 @attrs.frozen
 class LedgerAccountDiff:
-    """One account write of a successful transaction.
-
-    ``raw`` is shared with the ledger's cache: treat it as read-only.
-    """
+    """One planned account write: which account a transaction changes (values come from
+    execution)."""
 
     slot: int
     """Slot of the writing transaction."""
@@ -142,8 +169,6 @@ class LedgerAccountDiff:
     """The written account."""
     owner: str
     """The program owning the account."""
-    raw: Mapping[str, Any] = attrs.field(hash=False, repr=False)
-    """``{"context": {"slot", "txIndex"}, "account", "signature", "pre", "post"}``."""
 
     def matches(self, address: str, address_type: str) -> bool:
         """Whether an ``accountDiffSubscribe`` for ``address`` receives this diff.
@@ -161,55 +186,80 @@ class LedgerAccountDiff:
 @final
 @attrs.frozen
 class LedgerSlot:
-    """Everything one slot executes, in execution order."""
+    """Everything one slot's block plans, in execution order."""
 
     slot: int
     """The slot number."""
+    blockhash: str
+    """The block's blockhash (base58)."""
+    block_time: int
+    """The block's Unix time."""
     transactions: tuple[LedgerTransaction, ...]
     """Transactions by index."""
     diffs: tuple[LedgerAccountDiff, ...]
-    """Account diffs by transaction index, then write order within the transaction."""
+    """Account writes by transaction index, then the message's account-key order."""
 
 
 _GENESIS_BLOCK_TIME: Final = 1_700_000_000
 _RENT_EPOCH_EXEMPT: Final = 2**64 - 1
-_PROGRAM_LAMPORTS: Final = 1_141_440
 _WALLET_COUNT: Final = 16
-_CU_PER_INSTRUCTION: Final = 200_000
-_SIZE_TARGET: Final = (1100, 2900)
-_PAD_LINE_CHARS: Final = 300
-_PAD_LINE_OVERHEAD: Final = len('"Program data: ",')
-_ACCOUNT_SPACES: Final = (8, 40, 82, 120, 165, 200)
-_PROGRAM_COUNTS: Final = (1, 1, 1, 2, 2, 3)
-_ACCOUNT_COUNTS: Final = (1, 1, 2, 2, 3, 4)
-_CREATE_RATE: Final = 0.04
-_DELETE_RATE: Final = 0.03
+_WALLET_LAMPORTS: Final = 10**15
+_TOKEN_AMOUNT: Final = 10**12
+_TOKEN_DECIMALS: Final = 6
+_IMPOSSIBLE_LAMPORTS: Final = 2**62
+"""A transfer of this many lamports fails in every world: more than all wallets hold."""
+_NEW_ACCOUNT_LAMPORTS: Final = (1_000_000, 5_000_000)
+"""A transfer that creates an account moves at least the rent-exempt minimum (890,880)."""
+_CREATE_RATE: Final = 0.03
 _PRIORITY_FEE_RATE: Final = 0.7
-_INSTRUCTION_NAMES: Final = (
-    "Transfer",
-    "Swap",
-    "Deposit",
-    "Withdraw",
-    "Initialize",
-    "CloseAccount",
-    "PlaceOrder",
-    "CancelOrder",
-    "Route",
-    "SetAuthority",
-    "MintTo",
-    "Burn",
-    "UpdatePrice",
-    "Crank",
-    "Settle",
+_NOTE_RATE: Final = 0.6
+_KIND_WEIGHTS: Final[tuple[tuple[TransactionKind, float], ...]] = (
+    ("transfer", 0.3),
+    ("token", 0.3),
+    ("app", 0.3),
+    ("memo", 0.1),
 )
-_ERROR_MESSAGES: Final = (
-    "slippage tolerance exceeded",
-    "insufficient funds",
-    "account not initialized",
-    "stale oracle price",
-    "order would self-trade",
-    "invalid authority",
+_MEMO_LENGTH: Final = (40, 520)
+_NOTE_LENGTH: Final = (20, 200)
+_WORDS: Final = (
+    "swap",
+    "route",
+    "filled",
+    "order",
+    "cancel",
+    "settle",
+    "crank",
+    "oracle",
+    "price",
+    "vault",
+    "deposit",
+    "withdraw",
+    "rebalance",
+    "harvest",
+    "stake",
+    "unstake",
+    "claim",
+    "reward",
+    "pool",
+    "liquidity",
+    "slippage",
+    "bid",
+    "ask",
+    "spread",
+    "tick",
+    "market",
+    "limit",
+    "taker",
+    "maker",
+    "fee",
+    "rebate",
+    "epoch",
+    "bundle",
+    "leader",
+    "arb",
 )
+_TOKEN_TRANSFER: Final = 3
+_CORPUS_SIZE: Final = 64 * 1024
 
 
 @final
@@ -234,8 +284,15 @@ class _Draw:
     def pick(self, options: Sequence[_T]) -> _T:
         return options[int(self.random() * len(options))]
 
-
-_SMALL_BYTES: Final = tuple(bytes((i,)) for i in range(0x80))
+    def text(self, length: int) -> bytes:
+        """Seeded text of ``length`` bytes (ASCII words and numbers)."""
+        parts: list[str] = []
+        size = 0
+        while size < length:
+            word = self.pick(_WORDS) if self.random() < 0.75 else str(self.below(1_000_000))
+            parts.append(word)
+            size += len(word) + 1
+        return " ".join(parts)[:length].encode()
 
 
 def _poisson(rng: _Draw, mean: float) -> int:
@@ -252,170 +309,37 @@ def _poisson(rng: _Draw, mean: float) -> int:
     return count
 
 
-def _compact_u16(value: int) -> bytes:
-    if value < 0x80:
-        return _SMALL_BYTES[value]
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
+def _token_account_data(mint: Pubkey, owner: Pubkey, amount: int) -> bytes:
+    """An initialized SPL Token account (the 165-byte ``Account`` layout)."""
+    return (
+        bytes(mint)
+        + bytes(owner)
+        + struct.pack("<Q", amount)
+        + bytes(36)  # delegate: none
+        + b"\x01"  # state: initialized
+        + bytes(12)  # is_native: none
+        + struct.pack("<Q", 0)  # delegated amount
+        + bytes(36)  # close authority: none
+    )
 
 
-def _ui_account(lamports: int, owner: str, data: bytes) -> dict[str, Any]:
-    return {
-        "lamports": lamports,
-        "owner": owner,
-        "data": [base64.b64encode(data).decode("ascii"), "base64"],
-        "executable": False,
-        "rentEpoch": _RENT_EPOCH_EXEMPT,
-        "space": len(data),
-    }
+def _mint_data(supply: int) -> bytes:
+    """An initialized SPL Token mint without authorities (the 82-byte ``Mint`` layout)."""
+    return bytes(36) + struct.pack("<QB?", supply, _TOKEN_DECIMALS, True) + bytes(36)
 
 
-@final
-@attrs.define
-class _AccountState:
-    """State of one account while its slot is being generated."""
-
-    lamports: int
-    data: bytes
-    ui: dict[str, Any]
-
-
-@final
-@attrs.frozen
-class _Materialized:
-    raw: dict[str, Any]
-    raw_json: bytes
-    wire: str
-
-
-@final
-@attrs.frozen
-class _TransactionRecipe:
-    """What a transaction's JSON and wire bytes are built from, fixed at slot generation."""
-
-    seed: int
-    block_time: int
-    blockhash: str
-    blockhash_bytes: bytes
-    signature_bytes: bytes
-    keys: tuple[str, ...]
-    """Fee payer, written accounts, programs: signer-writable, writable, read-only."""
-    key_bytes: tuple[bytes, ...]
-    instruction_accounts: tuple[tuple[int, ...], ...]
-    """Per program, the key indices its instruction names."""
-    failed_at: int | None
-    """Index of the failing instruction; the ones after it do not run."""
-    fee: int
-    pre_balances: tuple[int, ...]
-    post_balances: tuple[int, ...]
-
-    def materialize(self, slot: int, signature: str, programs: tuple[str, ...]) -> _Materialized:
-        rng = _Draw(self.seed)
-        first_program = len(self.keys) - len(programs)
-        limit = _CU_PER_INSTRUCTION * len(programs)
-        consumed_total = 0
-        logs: list[str] = []
-        instructions: list[dict[str, Any]] = []
-        wire_instructions = bytearray(_compact_u16(len(programs)))
-        err: dict[str, Any] | None = None
-        for position, program in enumerate(programs):
-            accounts = self.instruction_accounts[position]
-            data = rng.randbytes(rng.between(1, 41))
-            instructions.append(
-                {
-                    "programIdIndex": first_program + position,
-                    "accounts": list(accounts),
-                    "data": base58_encode(data),
-                    "stackHeight": None,
-                }
-            )
-            wire_instructions.append(first_program + position)
-            wire_instructions += _compact_u16(len(accounts))
-            wire_instructions += bytes(accounts)
-            wire_instructions += _compact_u16(len(data))
-            wire_instructions += data
-            if err is not None:
-                continue
-            consumed = rng.between(2_000, 120_000)
-            logs.append(f"Program {program} invoke [1]")
-            logs.append(f"Program log: Instruction: {rng.pick(_INSTRUCTION_NAMES)}")
-            if position == self.failed_at:
-                code = rng.between(0x1770, 0x17A0)
-                logs.append(f"Program log: Error: {rng.pick(_ERROR_MESSAGES)}")
-            logs.append(
-                f"Program {program} consumed {consumed} of {limit - consumed_total} compute units"
-            )
-            if position == self.failed_at:
-                logs.append(f"Program {program} failed: custom program error: {code:#x}")
-                err = {"InstructionError": [position, {"Custom": code}]}
-            else:
-                logs.append(f"Program {program} success")
-            consumed_total += consumed
-
-        raw: dict[str, Any] = {
-            "slot": slot,
-            "blockTime": self.block_time,
-            "version": "legacy",
-            "transaction": {
-                "signatures": [signature],
-                "message": {
-                    "header": {
-                        "numRequiredSignatures": 1,
-                        "numReadonlySignedAccounts": 0,
-                        "numReadonlyUnsignedAccounts": len(programs),
-                    },
-                    "accountKeys": list(self.keys),
-                    "recentBlockhash": self.blockhash,
-                    "instructions": instructions,
-                },
-            },
-            "meta": {
-                "err": err,
-                "status": {"Ok": None} if err is None else {"Err": err},
-                "fee": self.fee,
-                "preBalances": list(self.pre_balances),
-                "postBalances": list(self.post_balances),
-                "innerInstructions": [],
-                "logMessages": logs,
-                "preTokenBalances": [],
-                "postTokenBalances": [],
-                "rewards": [],
-                "loadedAddresses": {"writable": [], "readonly": []},
-                "computeUnitsConsumed": consumed_total,
-            },
-        }
-        raw_json = orjson.dumps(raw)
-        missing = rng.between(*_SIZE_TARGET) - len(raw_json)
-        if missing > 2 * _PAD_LINE_OVERHEAD:
-            # Anchor-style event lines: realistic filler up to a realistic size.
-            lines = -(-missing // (_PAD_LINE_CHARS + _PAD_LINE_OVERHEAD))
-            chars = (missing - lines * _PAD_LINE_OVERHEAD) // 4 * 4
-            blob = base64.b64encode(rng.randbytes(chars // 4 * 3)).decode("ascii")
-            logs[2:2] = [
-                "Program data: " + blob[at : at + _PAD_LINE_CHARS]
-                for at in range(0, len(blob), _PAD_LINE_CHARS)
-            ]
-            raw_json = orjson.dumps(raw)
-
-        wire = b"".join(
-            (
-                _compact_u16(1),
-                self.signature_bytes,
-                bytes((1, 0, len(programs))),
-                _compact_u16(len(self.keys)),
-                *self.key_bytes,
-                self.blockhash_bytes,
-                wire_instructions,
-            )
-        )
-        return _Materialized(raw, raw_json, base64.b64encode(wire).decode("ascii"))
+def _token_transfer(
+    source: Pubkey, destination: Pubkey, authority: Pubkey, amount: int
+) -> Instruction:
+    return Instruction(
+        TOKEN_ID,
+        struct.pack("<BQ", _TOKEN_TRANSFER, amount),
+        [
+            AccountMeta(source, is_signer=False, is_writable=True),
+            AccountMeta(destination, is_signer=False, is_writable=True),
+            AccountMeta(authority, is_signer=True, is_writable=False),
+        ],
+    )
 
 
 class Ledger:
@@ -424,11 +348,18 @@ class Ledger:
     config: LedgerConfig
     """The configuration the ledger was built from."""
     programs: tuple[str, ...]
-    """Program ids (base58 32-byte keys)."""
+    """Every program the workload invokes: SPL Token, System, Memo, the app programs, then
+    Compute Budget."""
+    app_programs: tuple[str, ...]
+    """The synthetic app programs (copies of the memo program under seeded ids)."""
     accounts: tuple[str, ...]
-    """Program-owned accounts (base58 32-byte keys)."""
+    """The accounts the workload writes at genesis: the token accounts, then the wallets."""
     wallets: tuple[str, ...]
-    """Fee-paying signer wallets (base58 32-byte keys)."""
+    """Fee-paying signer wallets (System-owned)."""
+    token_accounts: tuple[str, ...]
+    """SPL token accounts of :attr:`mint` (Token-owned)."""
+    mint: str
+    """The SPL Token mint of the token accounts."""
 
     def __init__(
         self,
@@ -454,44 +385,69 @@ class Ledger:
         self._cached_transactions = 0
 
         keys = _Draw(_stable_seed(self.config.seed, "keys"))
-        program_bytes = [keys.randbytes(32) for _ in range(self.config.program_count)]
-        account_bytes = [keys.randbytes(32) for _ in range(self.config.account_count)]
-        wallet_bytes = [keys.randbytes(32) for _ in range(_WALLET_COUNT)]
-        self.programs = tuple(base58_encode(key) for key in program_bytes)
-        self.accounts = tuple(base58_encode(key) for key in account_bytes)
-        self.wallets = tuple(base58_encode(key) for key in wallet_bytes)
-        self._key_bytes = dict(
-            zip(
-                self.programs + self.accounts + self.wallets,
-                program_bytes + account_bytes + wallet_bytes,
-                strict=True,
-            )
+        self._apps = [Pubkey(keys.randbytes(32)) for _ in range(self.config.program_count)]
+        self._wallets = [Pubkey(keys.randbytes(32)) for _ in range(_WALLET_COUNT)]
+        self._mint = Pubkey(keys.randbytes(32))
+        self._tokens = [Pubkey(keys.randbytes(32)) for _ in range(self.config.account_count)]
+        # Token account i belongs to wallet i mod 16, so every wallet owns one when there are
+        # enough of them.
+        self._token_owner = [self._wallets[i % _WALLET_COUNT] for i in range(len(self._tokens))]
+        self._tokens_of: dict[Pubkey, list[int]] = {}
+        for i, owner in enumerate(self._token_owner):
+            self._tokens_of.setdefault(owner, []).append(i)
+
+        self.app_programs = tuple(str(key) for key in self._apps)
+        self.programs = (
+            TOKEN_PROGRAM,
+            SYSTEM_PROGRAM,
+            MEMO_PROGRAM,
+            *self.app_programs,
+            COMPUTE_BUDGET_PROGRAM,
         )
-        # The first accounts go round-robin so every program owns one when there are enough.
-        owner_index = [
-            i if i < self.config.program_count else keys.below(self.config.program_count)
-            for i in range(self.config.account_count)
-        ]
-        self._owner = {
-            account: self.programs[owner_index[i]] for i, account in enumerate(self.accounts)
-        }
-        self._space = {account: keys.pick(_ACCOUNT_SPACES) for account in self.accounts}
-        owned: list[list[str]] = [[] for _ in self.programs]
-        for i, account in enumerate(self.accounts):
-            owned[owner_index[i]].append(account)
-        self._owned = tuple(tuple(accounts) for accounts in owned)
-        self._owning_programs = tuple(i for i, accounts in enumerate(self._owned) if accounts)
+        self.wallets = tuple(str(key) for key in self._wallets)
+        self.token_accounts = tuple(str(key) for key in self._tokens)
+        self.mint = str(self._mint)
+        self.accounts = (*self.token_accounts, *self.wallets)
+        # Memo texts are slices of one seeded corpus: drawing words per memo would cost more
+        # than executing the transaction.
+        self._corpus = keys.text(_CORPUS_SIZE)
+        self._owner = {account: TOKEN_PROGRAM for account in self.token_accounts}
+        self._owner.update({wallet: SYSTEM_PROGRAM for wallet in self.wallets})
+        self._owner[self.mint] = TOKEN_PROGRAM
 
     def owner_of(self, account: str) -> str:
-        """The program owning a ledger account.
+        """The program owning a ledger account (created accounts are System-owned).
 
         Raises:
-            KeyError: ``account`` is not one of :attr:`accounts`.
+            KeyError: ``account`` is neither one of :attr:`accounts` nor the mint.
         """
         return self._owner[account]
 
+    def genesis(self) -> dict[Pubkey, Account]:
+        """The accounts every bundle's snapshot starts from (programs live in the runtime)."""
+        accounts: dict[Pubkey, Account] = {}
+        system = SYSTEM_ID
+        for wallet in self._wallets:
+            accounts[wallet] = Account(_WALLET_LAMPORTS, b"", system, False, _RENT_EPOCH_EXEMPT)
+        supply = _TOKEN_AMOUNT * len(self._tokens)
+        accounts[self._mint] = Account(
+            1_461_600, _mint_data(supply), TOKEN_ID, False, _RENT_EPOCH_EXEMPT
+        )
+        for token, owner in zip(self._tokens, self._token_owner, strict=True):
+            data = _token_account_data(self._mint, owner, _TOKEN_AMOUNT)
+            accounts[token] = Account(2_039_280, data, TOKEN_ID, False, _RENT_EPOCH_EXEMPT)
+        return accounts
+
+    def app_program_keys(self) -> tuple[Pubkey, ...]:
+        """The app program ids, as keys to deploy the memo program under."""
+        return tuple(self._apps)
+
+    def bundle_start(self, slot: int) -> int:
+        """The first slot of the bundle holding ``slot``."""
+        return slot - slot % self.config.bundle_size
+
     def slot(self, slot: int) -> LedgerSlot:
-        """The transactions and account diffs of ``slot``.
+        """The planned transactions and account writes of ``slot``.
 
         Raises:
             ValueError: ``slot`` is negative.
@@ -536,158 +492,123 @@ class Ledger:
     def _generate(self, slot: int) -> LedgerSlot:
         rng = _Draw(_stable_seed(self.config.seed, "slot", slot))
         count = _poisson(rng, self.config.transactions_per_slot)
-        blockhash_bytes = rng.randbytes(32)
-        generation = _SlotGeneration(
-            ledger=self,
-            rng=rng,
+        blockhash = Hash(rng.randbytes(32))
+        transactions = tuple(
+            self._transaction(rng, slot, index, blockhash) for index in range(count)
+        )
+        diffs = tuple(
+            LedgerAccountDiff(slot, tx.index, tx.signature, account, self._owner_or_system(account))
+            for tx in transactions
+            for account in tx.writes
+        )
+        return LedgerSlot(
             slot=slot,
+            blockhash=str(blockhash),
             block_time=_GENESIS_BLOCK_TIME + slot * 2 // 5,
-            blockhash=base58_encode(blockhash_bytes),
-            blockhash_bytes=blockhash_bytes,
+            transactions=transactions,
+            diffs=diffs,
         )
-        transactions = tuple(generation.transaction(index) for index in range(count))
-        return LedgerSlot(slot=slot, transactions=transactions, diffs=tuple(generation.diffs))
 
+    def _owner_or_system(self, account: str) -> str:
+        return self._owner.get(account, SYSTEM_PROGRAM)
 
-@final
-@attrs.define
-class _SlotGeneration:
-    """The running state of generating one slot: account states chain through its writes."""
-
-    ledger: Ledger
-    rng: _Draw
-    slot: int
-    block_time: int
-    blockhash: str
-    blockhash_bytes: bytes
-    accounts: dict[str, _AccountState | None] = attrs.Factory(dict)
-    wallets: dict[str, int] = attrs.Factory(dict)
-    diffs: list[LedgerAccountDiff] = attrs.Factory(list)
-
-    def transaction(self, index: int) -> LedgerTransaction:
-        ledger = self.ledger
-        rng = self.rng
-        all_programs = ledger.programs
-        owner = ledger._owner
-        owned = ledger._owned
-        # The first program owns accounts, so the transaction always has something to write.
-        first = rng.pick(ledger._owning_programs)
-        program_count = min(rng.pick(_PROGRAM_COUNTS), len(all_programs))
-        chosen = [first]
-        while len(chosen) < program_count:
-            candidate = rng.below(len(all_programs))
-            if candidate not in chosen:
-                chosen.append(candidate)
-        programs = tuple(all_programs[i] for i in chosen)
-        pool = owned[first] if program_count == 1 else [a for i in chosen for a in owned[i]]
-        written_count = min(rng.pick(_ACCOUNT_COUNTS), len(pool))
-        written: list[str] = []
-        while len(written) < written_count:
-            account = rng.pick(pool)
-            if account not in written:
-                written.append(account)
-
-        payer = rng.pick(ledger.wallets)
-        signature_bytes = rng.randbytes(64)
-        signature = base58_encode(signature_bytes)
-        failed = rng.random() < ledger.config.failure_rate
-        failed_at = rng.below(program_count) if failed else None
-        fee = 5_000 + (rng.between(1, 80_000) if rng.random() < _PRIORITY_FEE_RATE else 0)
-        seed = int(rng.random() * 2**53)
-
-        payer_pre = self.wallets.get(payer)
-        if payer_pre is None:
-            payer_pre = rng.between(100_000_000, 100_000_000_000)
-        payer_post = max(0, payer_pre - fee)
-        self.wallets[payer] = payer_post
-        pre_balances = [payer_pre]
-        post_balances = [payer_post]
-        for account in written:
-            pre = self._state(account)
-            pre_balances.append(pre.lamports if pre is not None else 0)
-            if failed:
-                # A failed transaction's writes are rolled back: no diff, balance unchanged.
-                post_balances.append(pre_balances[-1])
-                continue
-            post = self._write(account, pre)
-            self.accounts[account] = post
-            post_balances.append(post.lamports if post is not None else 0)
-            self.diffs.append(
-                LedgerAccountDiff(
-                    slot=self.slot,
-                    tx_index=index,
-                    signature=signature,
-                    account=account,
-                    owner=owner[account],
-                    raw={
-                        "context": {"slot": self.slot, "txIndex": index},
-                        "account": account,
-                        "signature": signature,
-                        "pre": pre.ui if pre is not None else None,
-                        "post": post.ui if post is not None else None,
-                    },
-                )
-            )
-        pre_balances.extend(_PROGRAM_LAMPORTS for _ in programs)
-        post_balances.extend(_PROGRAM_LAMPORTS for _ in programs)
-
-        keys = (payer, *written, *programs)
-        key_bytes = ledger._key_bytes
-        # Key index of written account i is i + 1 (the fee payer is key 0).
-        instruction_accounts = tuple(
-            (0, *(i + 1 for i, account in enumerate(written) if owner[account] == program))
-            for program in programs
+    def _transaction(self, rng: _Draw, slot: int, index: int, blockhash: Hash) -> LedgerTransaction:
+        payer = rng.pick(self._wallets)
+        failed = rng.random() < self.config.failure_rate
+        roll = rng.random()
+        kind: TransactionKind = "memo"
+        for candidate, weight in _KIND_WEIGHTS:
+            if roll < weight:
+                kind = candidate
+                break
+            roll -= weight
+        if kind == "token" and not self._token_transfer_possible(payer, failed):
+            kind = "transfer"
+        instructions: list[Instruction] = []
+        if rng.random() < _PRIORITY_FEE_RATE:
+            instructions.append(set_compute_unit_limit(rng.between(50_000, 400_000)))
+            instructions.append(set_compute_unit_price(rng.between(1, 200_000)))
+        writes: list[Pubkey] = []
+        if kind == "transfer":
+            instructions.append(self._transfer(rng, payer, failed, writes))
+        elif kind == "token":
+            instructions.append(self._token(rng, payer, failed, writes))
+        else:
+            program = MEMO_ID if kind == "memo" else rng.pick(self._apps)
+            instructions.append(self._memo(rng, program, payer, failed, _MEMO_LENGTH))
+        if kind in ("transfer", "token") and rng.random() < _NOTE_RATE:
+            program = MEMO_ID if rng.random() < 0.5 else rng.pick(self._apps)
+            instructions.append(self._memo(rng, program, payer, False, _NOTE_LENGTH))
+        signature = Signature(rng.randbytes(64))
+        message = Message.new_with_blockhash(instructions, payer, blockhash)
+        transaction = VersionedTransaction.populate(message, [signature])
+        keys = message.account_keys
+        programs = tuple(
+            dict.fromkeys(str(keys[ix.program_id_index]) for ix in message.instructions)
         )
+        written = set(writes)
+        accounts = tuple(str(key) for key in keys if key in written)
         return LedgerTransaction(
-            slot=self.slot,
+            slot=slot,
             index=index,
-            signature=signature,
+            signature=str(signature),
+            kind=kind,
             programs=programs,
-            accounts=tuple(written),
+            accounts=accounts,
             succeeded=not failed,
-            fee_payer=payer,
-            recipe=_TransactionRecipe(
-                seed=seed,
-                block_time=self.block_time,
-                blockhash=self.blockhash,
-                blockhash_bytes=self.blockhash_bytes,
-                signature_bytes=signature_bytes,
-                keys=keys,
-                key_bytes=tuple(key_bytes[key] for key in keys),
-                instruction_accounts=instruction_accounts,
-                failed_at=failed_at,
-                fee=fee,
-                pre_balances=tuple(pre_balances),
-                post_balances=tuple(post_balances),
-            ),
+            fee_payer=str(payer),
+            transaction=transaction,
         )
 
-    def _state(self, account: str) -> _AccountState | None:
-        if account in self.accounts:
-            return self.accounts[account]
-        rng = self.rng
-        state: _AccountState | None = None
-        if rng.random() >= _CREATE_RATE:
-            data = rng.randbytes(self.ledger._space[account])
-            lamports = rng.between(1_000_000, 5_000_000_000)
-            state = _AccountState(
-                lamports, data, _ui_account(lamports, self.ledger._owner[account], data)
-            )
-        self.accounts[account] = state
-        return state
+    def _token_transfer_possible(self, payer: Pubkey, failed: bool) -> bool:
+        if len(self._tokens) < 2:
+            return False
+        owned = len(self._tokens_of.get(payer, ()))
+        return owned < len(self._tokens) if failed else owned > 0
 
-    def _write(self, account: str, pre: _AccountState | None) -> _AccountState | None:
-        rng = self.rng
-        owner = self.ledger._owner[account]
-        if pre is None:
-            data = rng.randbytes(self.ledger._space[account])
-            lamports = 890_880 + 6_960 * len(data)
-            return _AccountState(lamports, data, _ui_account(lamports, owner, data))
-        if rng.random() < _DELETE_RATE:
-            return None
-        lamports = max(0, pre.lamports + rng.between(-250_000, 250_001))
-        data = pre.data
-        at = rng.below(len(data))
-        patch = rng.randbytes(min(len(data) - at, rng.between(1, 17)))
-        data = data[:at] + patch + data[at + len(patch) :]
-        return _AccountState(lamports, data, _ui_account(lamports, owner, data))
+    def _transfer(
+        self, rng: _Draw, payer: Pubkey, failed: bool, writes: list[Pubkey]
+    ) -> Instruction:
+        if rng.random() < _CREATE_RATE:
+            # A fresh address: the transfer creates a System account (its diff has no pre).
+            to = Pubkey(rng.randbytes(32))
+            amount = rng.between(*_NEW_ACCOUNT_LAMPORTS)
+        else:
+            to = rng.pick(self._wallets)
+            while to == payer:
+                to = rng.pick(self._wallets)
+            amount = rng.between(1, 1_000_000)
+        if failed:
+            amount = _IMPOSSIBLE_LAMPORTS
+        writes.append(to)
+        return transfer(TransferParams(from_pubkey=payer, to_pubkey=to, lamports=amount))
+
+    def _token(self, rng: _Draw, payer: Pubkey, failed: bool, writes: list[Pubkey]) -> Instruction:
+        owned = self._tokens_of.get(payer, [])
+        if failed:
+            # Signed by the payer, but the source belongs to another wallet: OwnerMismatch.
+            others = [i for i in range(len(self._tokens)) if i not in owned]
+            source = rng.pick(others)
+        else:
+            source = rng.pick(owned)
+        destination = rng.below(len(self._tokens))
+        while destination == source:
+            destination = rng.below(len(self._tokens))
+        src, dst = self._tokens[source], self._tokens[destination]
+        writes.extend((src, dst))
+        return _token_transfer(src, dst, payer, rng.between(1, 1_000_000))
+
+    def _memo(
+        self, rng: _Draw, program: Pubkey, payer: Pubkey, failed: bool, length: tuple[int, int]
+    ) -> Instruction:
+        size = rng.between(*length)
+        at = rng.below(len(self._corpus) - size)
+        text = self._corpus[at : at + size]
+        metas = [AccountMeta(payer, is_signer=True, is_writable=True)]
+        if failed:
+            # The memo program requires every named account to sign: this one did not.
+            other = rng.pick(self._wallets)
+            while other == payer:
+                other = rng.pick(self._wallets)
+            metas.append(AccountMeta(other, is_signer=False, is_writable=False))
+        return Instruction(program, text, metas)

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Literal, NoReturn, cast, final
 
+import orjson
 import trio
 import trio_websocket
 
@@ -20,11 +21,13 @@ from ._controls import ConnHandle, FaultControls
 from ._core import ServerCore
 from ._dataplane import DataConnection
 from ._faults import FaultStream, Link
-from ._http import PrefixedStream, parse_request_head, plain_response, read_request_head
+from ._http import HttpConnection, HttpRequest, PrefixedStream, TooLarge
 from ._ledger import Ledger, LedgerConfig
 from ._memory import memory_pipe_pair
-from ._session import Session
-from ._stats import Delivery, ServerStatistics
+from ._memory_http import MemoryHttpTransport
+from ._rpc import answer_rpc, method_of
+from ._session import Session, SessionState
+from ._stats import Delivery, RpcCall, ServerStatistics
 
 __all__ = ["LocalServer", "MemoryConnector", "open_local_server", "open_server", "serve_backtest"]
 
@@ -35,6 +38,8 @@ _CLOSE_GRACE = 2.0
 #: Seconds a shutting-down server gives its connections to close with 1001.
 _SHUTDOWN_GRACE = 2.0
 _CONTROL_PATH = "/backtest"
+_RANGES_PATH = "/available-ranges"
+_JSON = "application/json"
 
 
 def _route(path: str) -> tuple[Literal["control", "data"] | None, str | None]:
@@ -74,51 +79,154 @@ async def handle_connection(core: ServerCore, raw: trio.abc.Stream, link: Link |
         await trio.aclose_forcefully(stream)
 
 
-async def _respond(stream: trio.abc.Stream, status: int, body: str) -> None:
-    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-        await stream.send_all(plain_response(status, body))
-
-
 async def _serve_stream(core: ServerCore, stream: FaultStream) -> None:
     config = core.config
-    with trio.move_on_after(config.handshake_timeout):
-        data = await read_request_head(stream)
-    head = parse_request_head(data) if data else None
-    if head is None:
-        if data:
-            await _respond(stream, 400, "bad request\n")
-        return
-    plane, session_id = _route(head.path)
-    if not head.is_websocket_upgrade:
-        if head.path == "/health":
-            if head.method in ("GET", "HEAD"):
-                core.counters.health_checks += 1
-                await _respond(stream, 200, "ok")
-            else:
-                await _respond(stream, 405, "method not allowed\n")
-        elif plane is not None:
-            await _respond(stream, 426, "this endpoint speaks WebSocket\n")
-        else:
-            await _respond(stream, 404, "not found\n")
-        return
+    http = HttpConnection(stream)
+    # The first request head must come within the handshake timeout; later ones on a
+    # kept-alive connection within the keep-alive timeout.
+    timeout = config.handshake_timeout
+    while True:
+        request: HttpRequest | None = None
+        with trio.move_on_after(timeout):
+            request = await http.next_request()
+        if request is None:
+            return
+        if request.is_websocket_upgrade:
+            await _serve_upgrade(core, stream, request, http.upgrade_bytes(request))
+            return
+        if not await _serve_plain(core, stream, http, request) or not http.next_cycle():
+            return
+        timeout = config.http_keepalive_timeout
+
+
+async def _serve_plain(
+    core: ServerCore, stream: FaultStream, http: HttpConnection, request: HttpRequest
+) -> bool:
+    """Answer one plain HTTP request; whether the connection may serve another."""
+    path, method = request.path, request.method
+    plane, session_id = _route(path)
+    if path == "/health":
+        if method not in ("GET", "HEAD"):
+            await http.respond(405, b"method not allowed\n", close=True)
+            return False
+        core.counters.health_checks += 1
+        await http.respond(200, b"ok", close=True, head_only=method == "HEAD")
+        return False
+    if path == _RANGES_PATH:
+        if method != "GET":
+            await http.respond(405, b"method not allowed\n", close=True)
+            return False
+        if core.owner_of_key(request.header("x-api-key")) is None:
+            return await http.respond(401, b"unauthorized\n")
+        ranges = orjson.dumps(core.available_ranges())
+        return await http.respond(200, ranges, content_type=_JSON)
+    if plane == "data" and method == "POST":
+        assert session_id is not None
+        return await _serve_rpc(core, stream, http, request, session_id)
+    if plane is not None:
+        await http.respond(426, b"this endpoint speaks WebSocket\n", close=True)
+    else:
+        await http.respond(404, b"not found\n", close=True)
+    return False
+
+
+async def _serve_rpc(
+    core: ServerCore,
+    stream: FaultStream,
+    http: HttpConnection,
+    request: HttpRequest,
+    session_id: str,
+) -> bool:
+    """Answer one JSON-RPC request on a session's path (protocol.md §6)."""
+    config = core.config
+    core.counters.rpc_requests += 1
+    calls = core.rpc_calls_of(session_id)
+    headers = dict(request.headers)
+
+    def record(method: str | None, status: int, fault: str | None = None) -> None:
+        if calls is not None:
+            calls.append(RpcCall(method, headers, status, fault))
+
+    length = request.header("content-length")
+    if length is not None and length.isdigit() and int(length) > config.max_http_body:
+        record(None, 413)
+        await http.respond(413, b"request body too large\n", close=True)
+        return False
+    body: bytes | None = None
+    try:
+        with trio.move_on_after(config.handshake_timeout):
+            body = await http.read_body(config.max_http_body)
+    except TooLarge:
+        record(None, 413)
+        await http.respond(413, b"request body too large\n", close=True)
+        return False
+    if body is None:
+        record(None, 0)
+        return False
+    method = method_of(body)
+    fault, delay = core.faults.take_http(session_id)
+    if fault == "drop":
+        record(method, 0, fault)
+        stream.drop()
+        return False
+    if fault == "bad_gateway":
+        record(method, 502, fault)
+        return await http.respond(502, b"")
+    if delay:
+        await trio.sleep(delay)
+    session = core.sessions.get(session_id)
+    if session is None:
+        status = 502 if core.ended(session_id) else 404
+        record(method, status, fault)
+        if fault == "lose_answer":
+            stream.drop()
+            return False
+        return await http.respond(status, b"" if status == 502 else b"session not found\n")
+    if session.state in (SessionState.COMPLETED, SessionState.FAILED):
+        # The hosted service stops serving a finished session's RPC with an empty 502.
+        record(method, 502, fault)
+        if fault == "lose_answer":
+            stream.drop()
+            return False
+        return await http.respond(502, b"")
+    try:
+        answer = answer_rpc(session, body)
+    except Exception:
+        logger.exception("a JSON-RPC request failed inside the server")
+        answer = orjson.dumps(
+            {"jsonrpc": "2.0", "error": {"code": -32603, "message": "Internal error"}, "id": None}
+        )
+    if fault == "lose_answer":
+        record(method, 0, fault)
+        stream.drop()
+        return False
+    record(method, 200)
+    return await http.respond(200, answer, content_type=_JSON)
+
+
+async def _serve_upgrade(
+    core: ServerCore, stream: FaultStream, request: HttpRequest, head: bytes
+) -> None:
+    config = core.config
+    plane, session_id = _route(request.path)
     handle: ConnHandle | None = None
     try:
         async with trio.open_nursery() as nursery:
-            request: trio_websocket.WebSocketRequest | None = None
+            ws_request: trio_websocket.WebSocketRequest | None = None
             with trio.move_on_after(config.handshake_timeout):
-                request = await trio_websocket.wrap_server_stream(
-                    nursery, PrefixedStream(stream, data), max_message_size=config.max_message_size
+                ws_request = await trio_websocket.wrap_server_stream(
+                    nursery, PrefixedStream(stream, head), max_message_size=config.max_message_size
                 )
-            if request is None:
+            if ws_request is None:
                 nursery.cancel_scope.cancel()
                 return
-            status, owner, session = _admit(core, plane, session_id, request.headers)
+            status, owner, session = _admit(core, plane, session_id, ws_request.headers)
             if status is not None:
                 core.counters.upgrades_refused[str(status)] += 1
-                await request.reject(status, body=f"{status}\n".encode())
+                await ws_request.reject(status, body=f"{status}\n".encode())
                 nursery.cancel_scope.cancel()
                 return
-            ws = await request.accept()
+            ws = await ws_request.accept()
             assert plane is not None
             handle = _accepted(core, stream, ws, nursery, plane)
             await _serve_websocket(core, handle, ws, owner, session)
@@ -368,6 +476,18 @@ class LocalServer:
         """
         return self._core.delivered(session_id)
 
+    def rpc_calls(self, session_id: str) -> tuple[RpcCall, ...]:
+        """Every HTTP JSON-RPC request to a session's path, in arrival order.
+
+        Empty when the server runs with ``record=False``.
+        """
+        return tuple(self._core.rpc_calls_of(session_id, create=False) or ())
+
+    def user_transactions(self, session_id: str) -> tuple[str, ...]:
+        """Signatures of the transactions executed for a session's user (``sendTransaction``
+        and a continue's ``transactions``), one per execution, in execution order."""
+        return tuple(self._core.user_transactions_of(session_id))
+
     def connector(
         self, *, link: Link | None = None, buffer_size: int = 64 * 1024
     ) -> MemoryConnector:
@@ -379,6 +499,27 @@ class LocalServer:
             buffer_size: Bytes each direction of a connection buffers.
         """
         return MemoryConnector(self._core, link, buffer_size)
+
+    def http_transport(
+        self, *, link: Link | None = None, buffer_size: int = 64 * 1024
+    ) -> MemoryHttpTransport:
+        """An httpx transport to this server's HTTP side over in-memory streams.
+
+        Pass it as ``httpx.AsyncClient(transport=...)`` to call a session's JSON-RPC (or
+        ``/available-ranges``) with no sockets, e.g. under ``MockClock``. The URL's host does
+        not matter; its path does.
+
+        Args:
+            link: A shared link every connection passes through (the server's ``set_link``
+                link when ``None``).
+            buffer_size: Bytes each direction of a connection buffers.
+        """
+        core = self._core
+
+        def start(stream: trio.abc.Stream) -> None:
+            core.nursery.start_soon(handle_connection, core, stream, link)
+
+        return MemoryHttpTransport(start, buffer_size)
 
     async def _shutdown(self) -> None:
         for conn in self._core.faults.live():
@@ -418,6 +559,7 @@ async def open_local_server(
     completed_linger: float = 1.0,
     max_sessions_per_key: int = 64,
     record: bool = True,
+    legacy_sessions_created: bool = False,
 ) -> AsyncIterator[LocalServer]:
     """Run a local backtest server for the duration of the block.
 
@@ -443,7 +585,10 @@ async def open_local_server(
         completed_linger: Seconds a data socket opened after ``completed`` stays open after
             its last request.
         max_sessions_per_key: Live sessions one key may hold.
-        record: Keep the per-session delivery record behind :meth:`LocalServer.delivered`.
+        record: Keep the per-session delivery record behind :meth:`LocalServer.delivered`
+            and :meth:`LocalServer.rpc_calls`.
+        legacy_sessions_created: Send ``sessionsCreatedV2`` without the slot lists, as older
+            servers do.
     """
     config = ServerConfig(
         host=host,
@@ -467,6 +612,7 @@ async def open_local_server(
         completed_linger=completed_linger,
         max_sessions_per_key=max_sessions_per_key,
         record=record,
+        legacy_sessions_created=legacy_sessions_created,
     )
     async with open_server(config) as server:
         yield server
@@ -509,6 +655,7 @@ async def open_server(config: ServerConfig) -> AsyncIterator[LocalServer]:
             finally:
                 await server._shutdown()
                 nursery.cancel_scope.cancel()
+                core.engine.reset()
     except BaseExceptionGroup as group:
         if len(group.exceptions) == 1:
             _reraise(group.exceptions[0])

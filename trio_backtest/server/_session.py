@@ -15,10 +15,13 @@ import enum
 import logging
 from collections import deque
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol, cast, final
+from typing import Any, Protocol, cast, final
 
 import attrs
 import trio
+from solders.account import Account
+from solders.pubkey import Pubkey
+from solders.transaction import VersionedTransaction
 
 from ..protocol import (
     AccountData,
@@ -34,6 +37,7 @@ from ..protocol import (
     InvalidAccountPubkey,
     InvalidRequest,
     InvalidTransactionEncoding,
+    InvalidTransactionFormat,
     Paused,
     ReadyForContinue,
     Sequenced,
@@ -45,13 +49,21 @@ from ..protocol import (
     Status,
     encode_control,
 )
-from ._ledger import LedgerSlot, base58_decode
+from ._chain import Chain, References
+from ._config import ServerConfig
+from ._ledger import Ledger, base58_decode
+from ._runtime import Engine, Executed, account_from_data
 from ._stats import Record
 
-if TYPE_CHECKING:
-    from ._core import ServerCore
-
-__all__ = ["Batch", "ControlItem", "ControlOut", "Session", "SessionState", "Subscriber"]
+__all__ = [
+    "Batch",
+    "ControlItem",
+    "ControlOut",
+    "Session",
+    "SessionHost",
+    "SessionState",
+    "Subscriber",
+]
 
 logger = logging.getLogger("trio_backtest.server.session")
 
@@ -105,8 +117,8 @@ class ControlOut(Protocol):
 class Subscriber(Protocol):
     """What a session needs from one of its data-plane sockets."""
 
-    def collect(self, ledger_slot: LedgerSlot, start: int, stop: int) -> list[Any]:
-        """The notifications transactions ``[start, stop)`` of the slot produce here."""
+    def collect(self, executed: list[Executed]) -> list[Any]:
+        """The notifications these executed transactions produce here."""
 
     async def put_many(self, items: list[Any]) -> None:
         """Queue notifications under the back-pressure policy."""
@@ -121,18 +133,47 @@ class Subscriber(Protocol):
         """Close at once."""
 
 
+class SessionHost(Protocol):
+    """What a session needs from the server that hosts it (``ServerCore`` implements it)."""
+
+    config: ServerConfig
+    ledger: Ledger
+    engine: Engine
+    references: References
+
+    def record_for(self, session_id: str) -> Record | None:
+        """The delivery record of a session or batch (``None`` when recording is off)."""
+
+    def executed_slots_of(self, session_id: str) -> list[int]:
+        """The mutable list of a session's fully executed slots."""
+
+    def user_transactions_of(self, session_id: str) -> list[str]:
+        """The mutable list of a session's executed user transactions."""
+
+    def take_failure(self, session_id: str) -> str | None:
+        """An injected failure for the session's next slot boundary, once."""
+
+    def forget(self, session: Session, reason: Any) -> None:
+        """End a session and refuse it from now on."""
+
+    def start_expiry(self, session_or_batch_id: str, timeout: float) -> trio.CancelScope:
+        """Forget a detached session or batch after ``timeout`` unless the scope is cancelled."""
+
+
 @final
 @attrs.define
 class WindowSlot:
-    """An executed slot kept for ``replayFromSlot``: its transactions ``[0, upto)`` ran."""
+    """An executed slot kept for ``replayFromSlot`` and lookups: what ran of it, in order."""
 
-    ledger_slot: LedgerSlot
-    upto: int
+    slot: int
+    executed: list[Executed]
 
-    @property
-    def slot(self) -> int:
-        """The slot number."""
-        return self.ledger_slot.slot
+    def find(self, signature: str) -> Executed | None:
+        """The executed transaction with ``signature`` in this slot (the latest), if any."""
+        for executed in reversed(self.executed):
+            if executed.signature == signature:
+                return executed
+        return None
 
 
 @final
@@ -148,6 +189,7 @@ class _LoggedMessage:
 @attrs.frozen
 class _ContinueCommand:
     params: ContinueParams
+    transactions: tuple[VersionedTransaction, ...] = ()
 
 
 @final
@@ -169,7 +211,7 @@ class Session:
 
     def __init__(
         self,
-        core: ServerCore,
+        core: SessionHost,
         *,
         session_id: str,
         owner: int,
@@ -211,6 +253,14 @@ class Session:
             "accountDiffs": 0,
         }
         self._signers = frozenset(params.signer_filter or ())
+        self.chain = Chain(
+            core.ledger,
+            core.engine,
+            core.references,
+            start_slot=params.start_slot,
+            signers=self._signers,
+            user_log=core.user_transactions_of(session_id),
+        )
         self._discoveries = tuple(d.program_executed for d in params.discoveries or ())
         self._scanned_upto = params.start_slot - 1
         self._seq = 0
@@ -334,10 +384,14 @@ class Session:
         """Accept a ``continue``, or say why not (the session is then unchanged)."""
         if self.state is not SessionState.READY:
             return InvalidRequest(error="session is not ready")
-        error = _check_injections(params)
-        if error is not None:
-            return error
-        self._start(_ContinueCommand(params))
+        checked = _check_injections(params)
+        if not isinstance(checked, tuple):
+            return checked
+        transactions, accounts = checked
+        if accounts:
+            # Modifications apply before anything of the continue executes.
+            self.chain.modify(self.position, self.tx_index, accounts)
+        self._start(_ContinueCommand(params, transactions))
         return None
 
     def request_continue_to(self, slot: int, batch_index: int | None) -> BacktestError | None:
@@ -380,13 +434,16 @@ class Session:
                 while self.state not in (SessionState.COMPLETED, SessionState.FAILED):
                     command = await self._next_command()
                     if isinstance(command, _ContinueCommand):
-                        await self._continue(command.params)
+                        await self._continue(command.params, command.transactions)
                     else:
                         await self._continue_to(command.slot, command.batch_index)
             except Exception as exc:
                 logger.exception("session %s failed", _short(self.id))
                 self.state = SessionState.FAILED
                 await self.emit_error(Internal(error=f"internal error: {type(exc).__name__}"))
+            finally:
+                if self.state is not SessionState.COMPLETED:
+                    self.chain.close()
 
     async def _startup(self, stall: float) -> None:
         await self.emit(Status("preparingBundle"))
@@ -416,22 +473,26 @@ class Session:
         await trio.lowlevel.checkpoint()
         while self.held:
             await self._hold_changed.wait()
-        failure = self.core.faults.take_failure(self.id)
+        failure = self.core.take_failure(self.id)
         if failure is not None:
             await self.emit_error(AdvanceSlotFailed(slot=self.position, error=failure))
             self.state = SessionState.FAILED
             return False
         return True
 
-    async def _continue(self, params: ContinueParams) -> None:
+    async def _continue(
+        self, params: ContinueParams, transactions: tuple[VersionedTransaction, ...]
+    ) -> None:
         if params.modify_account_states:
             await self.emit(Status("appliedAccountModifications"))
-        if params.transactions:
-            await self.emit(Status("executedUserTransactions"))
+        extra = transactions
         for _ in range(params.advance_count):
             if not await self._boundary():
                 return
-            await self._execute(None)
+            await self._execute(None, extra)
+            if extra:
+                await self.emit(Status("executedUserTransactions"))
+                extra = ()
             if await self._finish_slot():
                 return
         await self._flush()
@@ -463,40 +524,34 @@ class Session:
         await self._scan_discoveries()
         return False
 
-    def skipped(self, ledger_slot: LedgerSlot) -> frozenset[int]:
-        """Indices of transactions the session's ``signerFilter`` skips."""
-        if not self._signers:
-            return frozenset()
-        return frozenset(
-            tx.index for tx in ledger_slot.transactions if tx.fee_payer in self._signers
-        )
-
-    async def _execute(self, upto: int | None) -> None:
-        ledger_slot = self.core.ledger.slot(self.position)
-        total = len(ledger_slot.transactions)
+    async def _execute(
+        self, upto: int | None, extra: tuple[VersionedTransaction, ...] = ()
+    ) -> None:
+        """Run block transactions up to ``upto`` (``None``: the whole slot, then the user's)."""
+        slot = self.position
+        total = len(self.core.ledger.slot(slot).transactions)
         start = self.tx_index
         stop = total if upto is None else max(start, min(upto, total))
-        if self.window and self.window[-1].slot == self.position:
-            self.window[-1].upto = stop
+        executed = self.chain.execute_block(slot, start, stop) if start < stop else []
+        self.tx_index = stop
+        if upto is None:
+            executed += self.chain.execute_user(slot, extra)
+        if self.window and self.window[-1].slot == slot:
+            self.window[-1].executed.extend(executed)
         else:
             if len(self.window) == self.window.maxlen:
                 self.evicted = True
-            self.window.append(WindowSlot(ledger_slot, stop))
-        self.tx_index = stop
-        if start >= stop:
+            self.window.append(WindowSlot(slot, executed))
+        if not executed:
             return
-        skipped = self.skipped(ledger_slot)
-        for tx in ledger_slot.transactions[start:stop]:
-            if tx.index in skipped:
-                continue
-            self.counts["transactionsExecuted"] += 1
-            self.counts["transactionsSucceeded" if tx.succeeded else "transactionsFailed"] += 1
-        self.counts["accountDiffs"] += sum(
-            1 for d in ledger_slot.diffs if start <= d.tx_index < stop and d.tx_index not in skipped
-        )
+        counts = self.counts
+        for done in executed:
+            counts["transactionsExecuted"] += 1
+            counts["transactionsSucceeded" if done.succeeded else "transactionsFailed"] += 1
+            counts["accountDiffs"] += len(done.diffs)
         # Everything is collected before the first wait, so a subscription that arrives
         # meanwhile finds this batch in the window (replay) instead of missing it.
-        batches = [(sub, sub.collect(ledger_slot, start, stop)) for sub in list(self.subscribers)]
+        batches = [(sub, sub.collect(executed)) for sub in list(self.subscribers)]
         for sub, items in batches:
             if items:
                 await sub.put_many(items)
@@ -513,6 +568,7 @@ class Session:
         summary = dict(self.counts) if self.params.send_summary else None
         await self.emit(Completed(summary=summary, agent_stats=None))
         self.state = SessionState.COMPLETED
+        self.chain.close()
         for sub in list(self.subscribers):
             sub.finish(1000, "session completed")
 
@@ -524,14 +580,14 @@ class Session:
             self._scanned_upto += 1
             slot = self._scanned_upto
             ledger_slot = self.core.ledger.slot(slot)
-            skipped = self.skipped(ledger_slot)
             for tx in ledger_slot.transactions:
                 if slot == self.position and tx.index < self.tx_index:
                     continue
-                if tx.index in skipped:
+                if tx.fee_payer in self._signers:
                     continue
-                if any(tx.mentions(program) for program in self._discoveries):
-                    await self.emit(DiscoveryBatch(slot, tx.index, (tx.wire,)))
+                matched = tuple(p for p in self._discoveries if tx.mentions(p))
+                if matched:
+                    await self.emit(DiscoveryBatch(slot, tx.index, (tx.wire,), matched=matched))
 
     # ------------------------------------------------------------ data plane support
 
@@ -550,6 +606,17 @@ class Session:
         """Window entries at or after ``from_slot``, oldest first."""
         return [entry for entry in self.window if entry.slot >= from_slot]
 
+    def find_transaction(self, signature: str) -> Executed | None:
+        """An executed transaction of this session: the user's, or one in the window."""
+        sent = self.chain.sent(signature)
+        if sent is not None:
+            return sent
+        for entry in reversed(self.window):
+            found = entry.find(signature)
+            if found is not None:
+                return found
+        return None
+
     def census_state(self) -> str:
         """The state name ``statistics()`` counts the session under."""
         return self.state.value
@@ -559,17 +626,26 @@ class Session:
         return dict(self.counts)
 
 
-def _check_injections(params: ContinueParams) -> BacktestError | None:
+def _check_injections(
+    params: ContinueParams,
+) -> BacktestError | tuple[tuple[VersionedTransaction, ...], dict[Pubkey, Account | None]]:
+    transactions: list[VersionedTransaction] = []
     for index, tx in enumerate(params.transactions):
         try:
-            base64.b64decode(tx, validate=True)
+            raw = base64.b64decode(tx, validate=True)
         except (binascii.Error, ValueError) as exc:
             return InvalidTransactionEncoding(index=index, error=str(exc))
+        try:
+            transactions.append(VersionedTransaction.from_bytes(raw))
+        except Exception as exc:  # solders raises its own error types
+            return InvalidTransactionFormat(index=index, error=str(exc)[:300])
+    accounts: dict[Pubkey, Account | None] = {}
     for address, account in params.modify_account_states.items():
         error = _check_account(address, account)
         if error is not None:
             return error
-    return None
+        accounts[Pubkey.from_string(address)] = account_from_data(account)
+    return tuple(transactions), accounts
 
 
 def _is_pubkey(text: str) -> bool:
@@ -603,7 +679,7 @@ def _short(session_id: str) -> str:
 class Batch:
     """A parallel batch: sub-sessions sharing one control socket (protocol.md §3.2)."""
 
-    def __init__(self, core: ServerCore, *, batch_id: str, owner: int, timeout: float) -> None:
+    def __init__(self, core: SessionHost, *, batch_id: str, owner: int, timeout: float) -> None:
         self.core = core
         self.id = batch_id
         self.owner = owner

@@ -8,7 +8,11 @@ from typing import Literal, final
 
 import attrs
 
-__all__ = ["Counters", "Delivery", "Record", "ServerStatistics"]
+__all__ = ["Counters", "Delivery", "Record", "RpcCall", "ServerStatistics"]
+
+
+def _headers(value: Mapping[str, str]) -> Mapping[str, str]:
+    return dict(value)
 
 
 def _frozen_mapping(value: Mapping[str, int]) -> Mapping[str, int]:
@@ -41,6 +45,8 @@ class ServerStatistics:
     """Refused upgrades by HTTP status (as a string: ``"401"``, ``"404"``, ``"503"``)."""
     health_checks: int
     """``GET /health`` requests answered."""
+    rpc_requests: int
+    """HTTP JSON-RPC requests received on session paths."""
     messages_sent: int
     """WebSocket messages written to clients."""
     messages_received: int
@@ -61,7 +67,8 @@ class ServerStatistics:
     """Malformed or unexpected frames answered with an error."""
     faults_fired: Mapping[str, int] = attrs.field(converter=_frozen_mapping)
     """Faults applied, by kind (``drop``, ``close``, ``black_hole``, ``refuse``, ``stall``,
-    ``fail_session``, ``chaos_drop``, ``chaos_close``)."""
+    ``fail_session``, ``chaos_drop``, ``chaos_close``, ``http_drop``, ``http_lose_answer``,
+    ``http_bad_gateway``)."""
 
 
 @final
@@ -77,6 +84,7 @@ class Counters:
     connections_accepted: int = 0
     upgrades_refused: Counter[str] = attrs.Factory(Counter)
     health_checks: int = 0
+    rpc_requests: int = 0
     messages_sent: int = 0
     messages_received: int = 0
     bytes_sent: int = 0
@@ -111,6 +119,7 @@ class Counters:
             connections_accepted=self.connections_accepted,
             upgrades_refused=dict(self.upgrades_refused),
             health_checks=self.health_checks,
+            rpc_requests=self.rpc_requests,
             messages_sent=self.messages_sent,
             messages_received=self.messages_received,
             bytes_sent=self.bytes_sent,
@@ -150,3 +159,18 @@ class Delivery:
 
 Record = deque[Delivery]
 """A session's delivery record: the newest ``record_limit`` frames, in write order."""
+
+
+@final
+@attrs.frozen
+class RpcCall:
+    """One HTTP JSON-RPC request to a session's data-plane path, as the server saw it."""
+
+    method: str | None
+    """The JSON-RPC method (``None`` for a batch or a body that is no request)."""
+    headers: Mapping[str, str] = attrs.field(converter=_headers)
+    """The request headers, names lower-case, as received."""
+    status: int
+    """The HTTP status answered; 0 when no answer was sent."""
+    fault: str | None = None
+    """The HTTP fault that hit the request (``drop``, ``lose_answer``, ``bad_gateway``)."""
