@@ -426,18 +426,22 @@ class SubscriptionHandle:
         for address in self._addresses:
             await self._send_subscribe(wire, address, self._dedupe.cursor(address))
         timeout = self._config.handshake_response_timeout
-        if not self._started:
-            # The first subscribe: the caller waits for it and reads nothing meanwhile.
-            with trio.move_on_after(timeout):
-                while wire.pending:
-                    await self._handle(wire, await wire.receive(), handshake=True)
-                return
-            raise Dead(DisconnectCause.timeout("subscribe acknowledgement"))
-        # A reconnect: the user reads the replay at their own pace; only the time spent
-        # waiting on the socket counts.
-        with wire.link.awaiting_reply("subscribe acknowledgement", timeout):
-            while wire.pending:
-                await self._handle(wire, await wire.receive(), handshake=True)
+        if self._started:
+            # A reconnect: the user reads the replay at their own pace; only the time
+            # spent waiting on the socket counts.
+            with wire.link.awaiting_reply("subscribe acknowledgement", timeout):
+                await self._acknowledged(wire)
+            return
+        # The first subscribe: the caller waits for it and reads nothing meanwhile.
+        with trio.move_on_after(timeout):
+            await self._acknowledged(wire)
+            return
+        raise Dead(DisconnectCause.timeout("subscribe acknowledgement"))
+
+    async def _acknowledged(self, wire: _Wire) -> None:
+        """Handle frames until every subscribe is answered."""
+        while wire.pending:
+            await self._handle(wire, await wire.receive(), handshake=True)
 
     async def _send_subscribe(self, wire: _Wire, address: str, replay_from: int | None) -> None:
         request_id = next(wire.ids)
