@@ -411,6 +411,7 @@ class SubscriptionHandle:
                         self._started = True
                         task_status.started(self)
                     nursery.start_soon(self._wake_on_completion)
+                    await self._release_held(state)
                     await self._stream(state)
                     nursery.cancel_scope.cancel()
         except Dead:
@@ -426,22 +427,28 @@ class SubscriptionHandle:
         for address in self._addresses:
             await self._send_subscribe(wire, address, self._dedupe.cursor(address))
         timeout = self._config.handshake_response_timeout
-        if self._started:
-            # A reconnect: the user reads the replay at their own pace; only the time
-            # spent waiting on the socket counts.
-            with wire.link.awaiting_reply("subscribe acknowledgement", timeout):
-                await self._acknowledged(wire)
-            return
-        # The first subscribe: the caller waits for it and reads nothing meanwhile.
-        with trio.move_on_after(timeout):
+        with wire.link.awaiting_reply("subscribe acknowledgement", timeout):
             await self._acknowledged(wire)
-            return
-        raise Dead(DisconnectCause.timeout("subscribe acknowledgement"))
 
     async def _acknowledged(self, wire: _Wire) -> None:
-        """Handle frames until every subscribe is answered."""
+        """Handle frames until every subscribe is answered.
+
+        What arrives meanwhile (replays of the addresses already acknowledged, their gaps)
+        is held, not handed over: the handshake never waits for the user, so it cannot
+        wait for a user who waits for it (a continue is gated until this connection is
+        up). `_release_held` hands it over once the connection is up.
+        """
         while wire.pending:
             await self._handle(wire, await wire.receive(), handshake=True)
+
+    async def _release_held(self, wire: _Wire) -> None:
+        """Hand over, in arrival order, what the handshake held back."""
+        held, wire.held = wire.held, []
+        for address, item in held:
+            if isinstance(item, Transaction | AccountDiff):
+                await self._pass_on(address, item)
+            else:
+                await self._subscribed(address, item)
 
     async def _send_subscribe(self, wire: _Wire, address: str, replay_from: int | None) -> None:
         request_id = next(wire.ids)
@@ -496,13 +503,16 @@ class SubscriptionHandle:
             return
         match message:
             case TransactionNotification(subscription=sid, result=payload):
-                await self._offer(wire, sid, Transaction.from_payload(payload))
+                await self._offer(wire, sid, Transaction.from_payload(payload), handshake)
             case AccountDiffNotification(subscription=sid, result=payload):
-                await self._offer(wire, sid, AccountDiff.from_payload(payload))
+                await self._offer(wire, sid, AccountDiff.from_payload(payload), handshake)
             case RpcResult(id=rid, result=sid) if rid in wire.pending and type(sid) is int:
                 address, replay_from = wire.pending.pop(rid)
                 wire.active[sid] = address
-                await self._subscribed(address, replay_from)
+                if handshake:
+                    wire.held.append((address, replay_from))
+                else:
+                    await self._subscribed(address, replay_from)
             case RpcError(id=rid) if rid in wire.pending:
                 address, replay_from = wire.pending.pop(rid)
                 await self._subscribe_failed(wire, address, replay_from, message)
@@ -513,12 +523,20 @@ class SubscriptionHandle:
                 self.counters.unknown_messages += 1
                 logger.info("subscription %s: ignored %r", self.name, message)
 
-    async def _offer(self, wire: _Wire, sid: int, event: Transaction | AccountDiff) -> None:
+    async def _offer(
+        self, wire: _Wire, sid: int, event: Transaction | AccountDiff, handshake: bool = False
+    ) -> None:
         address = wire.active.get(sid)
         if address is None:
             self.counters.unknown_messages += 1
             logger.info("subscription %s: notification for unknown id %d", self.name, sid)
             return
+        if handshake:
+            wire.held.append((address, event))
+            return
+        await self._pass_on(address, event)
+
+    async def _pass_on(self, address: str, event: Transaction | AccountDiff) -> None:
         match self._dedupe.check(address, event.slot, event.key):
             case Offer.NEW:
                 await self._deliver(event)
@@ -622,6 +640,9 @@ class _Wire:
         self.active: dict[int, str] = {}
         self.refused: set[str] = set()
         """Addresses refused for the replay window on this connection."""
+        self.held: list[tuple[str, Transaction | AccountDiff | int | None]] = []
+        """In arrival order, what the handshake received for the user: notifications,
+        and the ``replayFromSlot`` of each acknowledged subscribe (its gap, if any)."""
 
     async def receive(self) -> str | bytes:
         raw = await self.link.receive()
