@@ -11,7 +11,7 @@ import trio
 
 from ._status import StatusCell
 
-__all__ = ["Counters", "Drained", "Ended", "hand_over", "unwrap_single"]
+__all__ = ["Counters", "Drained", "Ended", "hand_over", "hand_over_nowait", "unwrap_single"]
 
 
 @final
@@ -72,6 +72,18 @@ def unwrap_single() -> Iterator[None]:
         raise leaves[0] from None
 
 
+def hand_over_nowait(sink: trio.MemorySendChannel[Any], item: object) -> bool | None:
+    """Put ``item`` in the user's channel if it has room: True if taken, False if nobody
+    reads any more, None if the channel is full (nothing was delivered)."""
+    try:
+        sink.send_nowait(item)
+    except trio.WouldBlock:
+        return None
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        return False
+    return True
+
+
 async def hand_over(sink: trio.MemorySendChannel[Any], item: object, cell: StatusCell) -> bool:
     """Put ``item`` in the user's channel; False if nobody reads any more.
 
@@ -79,13 +91,9 @@ async def hand_over(sink: trio.MemorySendChannel[Any], item: object, cell: Statu
     it: the caller commits what it handed over only after this returned True. While the
     channel is full, ``cell`` says the task waits for its user.
     """
-    try:
-        sink.send_nowait(item)
-        return True
-    except trio.WouldBlock:
-        pass
-    except (trio.BrokenResourceError, trio.ClosedResourceError):
-        return False
+    taken = hand_over_nowait(sink, item)
+    if taken is not None:
+        return taken
     cell.set_waiting_for_user(True)
     try:
         await sink.send(item)

@@ -16,7 +16,7 @@ from ._connectors import default_connector
 from ._dedupe import NotificationDeduper, Offer
 from ._errors import SubscriptionFailedError
 from ._events import AccountDiff, StreamGap, Transaction
-from ._plumbing import Counters, Drained, Ended, hand_over, unwrap_single
+from ._plumbing import Counters, Drained, Ended, hand_over, hand_over_nowait, unwrap_single
 from ._policy import CauseKind, DisconnectCause, FailureWindow, GiveUp, ReconnectPolicy
 from ._status import Closed, Failed, Parked, Reconnecting, StatusCell, Up
 from ._transport import (
@@ -434,9 +434,11 @@ class SubscriptionHandle:
         """Handle frames until every subscribe is answered.
 
         What arrives meanwhile (replays of the addresses already acknowledged, their gaps)
-        is held, not handed over: the handshake never waits for the user, so it cannot
-        wait for a user who waits for it (a continue is gated until this connection is
-        up). `_release_held` hands it over once the connection is up.
+        is handed over while the user's channel has room — so a reconnect that keeps
+        breaking still moves the cursors on — and held, in order, once it is full: the
+        handshake never waits for the user, so it cannot wait for a user who waits for it
+        (a continue is gated until this connection is up). `_release_held` hands the rest
+        over once the connection is up.
         """
         while wire.pending:
             await self._handle(wire, await wire.receive(), handshake=True)
@@ -509,10 +511,10 @@ class SubscriptionHandle:
             case RpcResult(id=rid, result=sid) if rid in wire.pending and type(sid) is int:
                 address, replay_from = wire.pending.pop(rid)
                 wire.active[sid] = address
-                if handshake:
-                    wire.held.append((address, replay_from))
-                else:
+                if not handshake:
                     await self._subscribed(address, replay_from)
+                elif wire.held or not await self._subscribed(address, replay_from, wait=False):
+                    wire.held.append((address, replay_from))
             case RpcError(id=rid) if rid in wire.pending:
                 address, replay_from = wire.pending.pop(rid)
                 await self._subscribe_failed(wire, address, replay_from, message)
@@ -532,14 +534,20 @@ class SubscriptionHandle:
             logger.info("subscription %s: notification for unknown id %d", self.name, sid)
             return
         if handshake:
-            wire.held.append((address, event))
+            if wire.held or not await self._pass_on(address, event, wait=False):
+                wire.held.append((address, event))
             return
         await self._pass_on(address, event)
 
-    async def _pass_on(self, address: str, event: Transaction | AccountDiff) -> None:
+    async def _pass_on(
+        self, address: str, event: Transaction | AccountDiff, *, wait: bool = True
+    ) -> bool:
+        """Check, hand over and commit one notification; False if the user's channel
+        was full and ``wait`` is false (then nothing was recorded)."""
         match self._dedupe.check(address, event.slot, event.key):
             case Offer.NEW:
-                await self._deliver(event)
+                if not await self._deliver(event, wait=wait):
+                    return False
                 # Seen means handed over: nothing may await between the send and the commit.
                 self._dedupe.commit(address, event.slot, event.key)
                 self._window.progressed()
@@ -552,30 +560,33 @@ class SubscriptionHandle:
                     self.name,
                     event.slot,
                 )
+        return True
 
-    async def _subscribed(self, address: str, replay_from: int | None) -> None:
+    async def _subscribed(
+        self, address: str, replay_from: int | None, *, wait: bool = True
+    ) -> bool:
         """``address`` is subscribed again from ``replay_from``: report what it skips.
 
         One continuous loss is one `StreamGap`, however many refusals it took to get
-        here, and it is reported only now that the subscription is back.
+        here, and it is reported only now that the subscription is back. False if the
+        user's channel was full and ``wait`` is false (then nothing was recorded).
         """
+        gap = None if replay_from is None else self._dedupe.gap(address, replay_from)
+        if gap is not None:
+            if not await self._deliver(StreamGap(address, gap[0], gap[1]), wait=wait):
+                return False
+            # Seen means handed over: the cursor moves past the gap only now.
+            self._dedupe.commit_gap(address, gap)
+            self.counters.gaps += 1
+            logger.warning(
+                "subscription %s: slots %d..%d of %s are beyond the replay window",
+                self.name,
+                gap[0],
+                gap[1],
+                address,
+            )
         self._refused.pop(address, None)
-        if replay_from is None:
-            return
-        gap = self._dedupe.gap(address, replay_from)
-        if gap is None:
-            return
-        logger.warning(
-            "subscription %s: slots %d..%d of %s are beyond the replay window",
-            self.name,
-            gap[0],
-            gap[1],
-            address,
-        )
-        await self._deliver(StreamGap(address, gap[0], gap[1]))
-        # Seen means handed over: the cursor moves past the gap only now.
-        self._dedupe.commit_gap(address, gap)
-        self.counters.gaps += 1
+        return True
 
     async def _subscribe_failed(
         self, wire: _Wire, address: str, replay_from: int | None, error: RpcError
@@ -611,9 +622,17 @@ class SubscriptionHandle:
         wire.refused.add(address)
         await self._send_subscribe(wire, address, oldest)
 
-    async def _deliver(self, item: object) -> None:
-        if not await hand_over(self._sink, item, self.status):
+    async def _deliver(self, item: object, *, wait: bool = True) -> bool:
+        """Hand ``item`` to the user; False only if the channel is full and not ``wait``."""
+        if not wait:
+            taken = hand_over_nowait(self._sink, item)
+            if taken is None:
+                return False
+        else:
+            taken = await hand_over(self._sink, item, self.status)
+        if not taken:
             logger.debug("subscription %s: nobody reads any more; dropped %r", self.name, item)
+        return True
 
     async def _graceful_close(self) -> None:
         link = self._link
