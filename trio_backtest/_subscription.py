@@ -464,6 +464,13 @@ class SubscriptionHandle:
     async def _stream(self, wire: _Wire) -> None:
         """Deliver notifications until the stream is over after ``Completed``."""
         while True:
+            # A busy stream takes what is buffered without a checkpoint (one hand-over per
+            # notification, no cancel scope); only waiting for the socket takes the timed
+            # path, where silence and the drain are counted.
+            raw = wire.receive_nowait()
+            if raw is not None:
+                await self._handle(wire, raw, handshake=False)
+                continue
             try:
                 raw = await self._next_frame(wire)
             except Dead as exc:
@@ -616,6 +623,7 @@ class _Wire:
     def __init__(self, link: Link, decompressor: _Decompressor | None) -> None:
         self.link = link
         self.decompressor = decompressor
+        self._oversize: _FrameTooLarge | None = None
         self.ids = itertools.count(1)
         self.pending: dict[int | str | None, tuple[str, int | None]] = {}
         """Subscribe requests awaiting their answer: ``(address, replayFromSlot)`` by id."""
@@ -623,16 +631,32 @@ class _Wire:
         self.refused: set[str] = set()
         """Addresses refused for the replay window on this connection."""
 
-    async def receive(self) -> str | bytes:
-        raw = await self.link.receive()
+    def receive_nowait(self) -> str | bytes | None:
+        """The next frame if one is already buffered, decompressed; else ``None``."""
+        if self._oversize is not None:
+            return None  # `receive` closes the connection for it
+        raw = self.link.receive_nowait()
         if isinstance(raw, bytes) and self.decompressor is not None:
             try:
                 return self.decompressor.feed(raw)
             except _FrameTooLarge as exc:
-                # protocol.md §7: an oversized frame, however small it was compressed.
-                await self.link.close(1009, "message too big")
-                raise Dead(DisconnectCause.oversize(str(exc))) from None
+                self._oversize = exc
+                return None
         return raw
+
+    async def receive(self) -> str | bytes:
+        oversize, self._oversize = self._oversize, None
+        if oversize is None:
+            raw = await self.link.receive()
+            if not isinstance(raw, bytes) or self.decompressor is None:
+                return raw
+            try:
+                return self.decompressor.feed(raw)
+            except _FrameTooLarge as exc:
+                oversize = exc
+        # protocol.md §7: an oversized frame, however small it was compressed.
+        await self.link.close(1009, "message too big")
+        raise Dead(DisconnectCause.oversize(str(oversize))) from None
 
 
 async def _spawn(
