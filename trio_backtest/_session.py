@@ -22,7 +22,7 @@ from ._errors import (
     SubscriptionFailedError,
 )
 from ._events import ManagedEvent, SessionInfo
-from ._plumbing import Counters, Drained, Ended, unwrap_single
+from ._plumbing import Completion, Counters, Drained, Ended, unwrap_single
 from ._rpc import SessionRpc
 from ._status import Closed, ConnectionStatus, Failed, Parked, StatusCell, Up
 from ._subscription import AddressType, Compression, CoordinatorLike, SubscriptionHandle
@@ -154,7 +154,7 @@ class ManagedBacktestSession:
         coordinator: CoordinatorLike | None,
         sink: trio.MemorySendChannel[Any],
         source: trio.MemoryReceiveChannel[Any],
-        completed: trio.Event,
+        completed: Completion,
     ) -> None:
         self._nursery = nursery
         self._control = control
@@ -174,9 +174,11 @@ class ManagedBacktestSession:
         self._position = control.create_params.start_slot
         self._delivered: Counter[str] = Counter()
         self._unyielded = 0
-        # The data plane's HTTP pool lives as long as the session's nursery.
-        self._rpc = SessionRpc(lambda: self.info.rpc_endpoint, config=config, completed=completed)
-        nursery.start_soon(self._rpc.run)
+        # The data plane's HTTP pool lives as long as the session's nursery, from the
+        # first call on.
+        self._rpc = SessionRpc(
+            lambda: self.info.rpc_endpoint, config=config, completed=completed, nursery=nursery
+        )
 
     def __repr__(self) -> str:
         info = self._control.info
@@ -555,7 +557,7 @@ async def open_backtest_session(
     config = config or ClientConfig()
     check_transport_security(url, config)
     connector = connector or default_connector(config)
-    completed = trio.Event()
+    completed = Completion()
     sink, source = trio.open_memory_channel[Any](config.event_buffer)
     with unwrap_single():
         async with trio.open_nursery() as nursery:

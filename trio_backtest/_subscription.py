@@ -16,7 +16,7 @@ from ._connectors import default_connector
 from ._dedupe import NotificationDeduper, Offer
 from ._errors import SubscriptionFailedError
 from ._events import AccountDiff, StreamGap, Transaction
-from ._plumbing import Counters, Drained, Ended, hand_over, unwrap_single
+from ._plumbing import Completion, Counters, Drained, Ended, hand_over, unwrap_single
 from ._policy import CauseKind, DisconnectCause, FailureWindow, GiveUp, ReconnectPolicy
 from ._status import Closed, Failed, Parked, Reconnecting, StatusCell, Up
 from ._transport import (
@@ -148,7 +148,7 @@ class SubscriptionHandle:
         config: ClientConfig,
         connector: Connector,
         sink: trio.MemorySendChannel[Any],
-        completed: trio.Event,
+        completed: Completion,
         start_slot: int | None,
         end_slot: int | None,
         coordinator: CoordinatorLike | None,
@@ -224,6 +224,7 @@ class SubscriptionHandle:
 
     async def run(self, *, task_status: trio.TaskStatus[SubscriptionHandle]) -> None:
         """The manager task: connect, subscribe, stream, reconnect, drain."""
+        stop_listening = self._completed.listen(self._wake_on_completion)
         try:
             with self._scope:
                 async with open_io_nursery() as io:
@@ -232,6 +233,7 @@ class SubscriptionHandle:
                     finally:
                         await self._graceful_close()
         finally:
+            stop_listening()
             self._sink.close()
             self.status.finish(Closed())
             self._done.set()
@@ -331,12 +333,11 @@ class SubscriptionHandle:
             self._finished = True
             await self._deliver(Drained(self.name))
 
-    async def _wake_on_completion(self) -> None:
-        """Once ``Completed`` arrives, interrupt a wait for a frame so the drain's bound applies.
+    def _wake_on_completion(self) -> None:
+        """``Completed`` arrived: interrupt a wait for a frame so the drain's bound applies.
 
         Only a wait for a frame is ever interrupted, never a hand-over: nothing is lost.
         """
-        await self._completed.wait()
         if self._reading is not None:
             self._reading.cancel()
 
@@ -396,7 +397,7 @@ class SubscriptionHandle:
         try:
             with unwrap_single(), one_death():
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(link.keepalive)
+                    nursery.start_soon(link.keepalive, nursery)
                     decompressor = (
                         _Decompressor(cfg.max_message_size) if self._compression == "zstd" else None
                     )
@@ -410,7 +411,6 @@ class SubscriptionHandle:
                     if not self._started:
                         self._started = True
                         task_status.started(self)
-                    nursery.start_soon(self._wake_on_completion)
                     await self._stream(state)
                     nursery.cancel_scope.cancel()
         except Dead:
@@ -680,7 +680,7 @@ async def _spawn(
         config=config,
         connector=connector or default_connector(config),
         sink=send,
-        completed=trio.Event(),
+        completed=Completion(),
         start_slot=None,
         end_slot=None,
         coordinator=coordinator,

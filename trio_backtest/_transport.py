@@ -541,19 +541,24 @@ class Link:
         finally:
             self._reply = None
 
-    async def keepalive(self) -> None:
+    async def keepalive(self, nursery: trio.Nursery | None = None) -> None:
         """Ping every ``keepalive_interval`` while the owner waits for a message.
 
         A pong pushes the silence deadline back. While the owner is busy handing a
         message to a slow user no silence is counted, so no ping is needed — and none is
         sent: a ping that meets a peer gone after its close frame aborts trio-websocket's
         connection, which then drops the message its reader holds for the full queue.
+        Each ping waits for its pong in ``nursery`` (the connection's, so a connection
+        costs no nursery of its own for it), or in a nursery of its own.
         """
-        async with trio.open_nursery() as nursery:
-            while True:
-                await trio.sleep(self._config.keepalive_interval)
-                if self._waiting is not None:
-                    nursery.start_soon(self._ping_once)
+        if nursery is None:
+            async with trio.open_nursery() as own:
+                await self.keepalive(own)
+            return  # pragma: no cover - the loop below never ends
+        while True:
+            await trio.sleep(self._config.keepalive_interval)
+            if self._waiting is not None:
+                nursery.start_soon(self._ping_once)
 
     async def _ping_once(self) -> None:
         self._pings += 1
