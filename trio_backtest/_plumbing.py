@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, final
 
@@ -11,7 +11,15 @@ import trio
 
 from ._status import StatusCell
 
-__all__ = ["Counters", "Drained", "Ended", "hand_over", "hand_over_nowait", "unwrap_single"]
+__all__ = [
+    "Completion",
+    "Counters",
+    "Drained",
+    "Ended",
+    "hand_over",
+    "hand_over_nowait",
+    "unwrap_single",
+]
 
 
 @final
@@ -102,3 +110,49 @@ async def hand_over(sink: trio.MemorySendChannel[Any], item: object, cell: Statu
     finally:
         cell.set_waiting_for_user(False)
     return True
+
+
+@final
+class Completion:
+    """The session's ``Completed`` has arrived: an event that also calls listeners at once.
+
+    A subscription manager waiting for a frame must learn of the completion while it
+    waits (the drain's bound starts then); a listener does that without a task per
+    connection that would do nothing but wait for this.
+    """
+
+    __slots__ = ("_event", "_listeners")
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+        self._listeners: list[Callable[[], None]] = []
+
+    def __repr__(self) -> str:
+        return f"<Completion set={self._event.is_set()}>"
+
+    def is_set(self) -> bool:
+        """Whether the session has completed."""
+        return self._event.is_set()
+
+    def set(self) -> None:
+        """The session has completed: wake the waiters and call each listener once."""
+        if self._event.is_set():
+            return
+        self._event.set()
+        listeners, self._listeners = self._listeners, []
+        for listener in listeners:
+            listener()
+
+    async def wait(self) -> None:
+        """Wait until the session has completed."""
+        await self._event.wait()
+
+    def listen(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener`` when the session completes; return a function that stops it."""
+        self._listeners.append(listener)
+
+        def stop() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return stop

@@ -16,7 +16,15 @@ from ._connectors import default_connector
 from ._dedupe import NotificationDeduper, Offer
 from ._errors import SubscriptionFailedError
 from ._events import AccountDiff, StreamGap, Transaction
-from ._plumbing import Counters, Drained, Ended, hand_over, hand_over_nowait, unwrap_single
+from ._plumbing import (
+    Completion,
+    Counters,
+    Drained,
+    Ended,
+    hand_over,
+    hand_over_nowait,
+    unwrap_single,
+)
 from ._policy import CauseKind, DisconnectCause, FailureWindow, GiveUp, ReconnectPolicy
 from ._status import Closed, Failed, Parked, Reconnecting, StatusCell, Up
 from ._transport import (
@@ -148,7 +156,7 @@ class SubscriptionHandle:
         config: ClientConfig,
         connector: Connector,
         sink: trio.MemorySendChannel[Any],
-        completed: trio.Event,
+        completed: Completion,
         start_slot: int | None,
         end_slot: int | None,
         coordinator: CoordinatorLike | None,
@@ -224,6 +232,7 @@ class SubscriptionHandle:
 
     async def run(self, *, task_status: trio.TaskStatus[SubscriptionHandle]) -> None:
         """The manager task: connect, subscribe, stream, reconnect, drain."""
+        stop_listening = self._completed.listen(self._wake_on_completion)
         try:
             with self._scope:
                 async with open_io_nursery() as io:
@@ -232,6 +241,7 @@ class SubscriptionHandle:
                     finally:
                         await self._graceful_close()
         finally:
+            stop_listening()
             self._sink.close()
             self.status.finish(Closed())
             self._done.set()
@@ -331,12 +341,11 @@ class SubscriptionHandle:
             self._finished = True
             await self._deliver(Drained(self.name))
 
-    async def _wake_on_completion(self) -> None:
-        """Once ``Completed`` arrives, interrupt a wait for a frame so the drain's bound applies.
+    def _wake_on_completion(self) -> None:
+        """``Completed`` arrived: interrupt a wait for a frame so the drain's bound applies.
 
         Only a wait for a frame is ever interrupted, never a hand-over: nothing is lost.
         """
-        await self._completed.wait()
         if self._reading is not None:
             self._reading.cancel()
 
@@ -396,7 +405,7 @@ class SubscriptionHandle:
         try:
             with unwrap_single(), one_death():
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(link.keepalive)
+                    nursery.start_soon(link.keepalive, nursery)
                     decompressor = (
                         _Decompressor(cfg.max_message_size) if self._compression == "zstd" else None
                     )
@@ -410,7 +419,6 @@ class SubscriptionHandle:
                     if not self._started:
                         self._started = True
                         task_status.started(self)
-                    nursery.start_soon(self._wake_on_completion)
                     await self._release_held(state)
                     await self._stream(state)
                     nursery.cancel_scope.cancel()
@@ -473,6 +481,13 @@ class SubscriptionHandle:
     async def _stream(self, wire: _Wire) -> None:
         """Deliver notifications until the stream is over after ``Completed``."""
         while True:
+            # A busy stream takes what is buffered without a checkpoint (one hand-over per
+            # notification, no cancel scope); only waiting for the socket takes the timed
+            # path, where silence and the drain are counted.
+            raw = wire.receive_nowait()
+            if raw is not None:
+                await self._handle(wire, raw, handshake=False)
+                continue
             try:
                 raw = await self._next_frame(wire)
             except Dead as exc:
@@ -653,6 +668,7 @@ class _Wire:
     def __init__(self, link: Link, decompressor: _Decompressor | None) -> None:
         self.link = link
         self.decompressor = decompressor
+        self._oversize: _FrameTooLarge | None = None
         self.ids = itertools.count(1)
         self.pending: dict[int | str | None, tuple[str, int | None]] = {}
         """Subscribe requests awaiting their answer: ``(address, replayFromSlot)`` by id."""
@@ -663,16 +679,32 @@ class _Wire:
         """In arrival order, what the handshake received for the user: notifications,
         and the ``replayFromSlot`` of each acknowledged subscribe (its gap, if any)."""
 
-    async def receive(self) -> str | bytes:
-        raw = await self.link.receive()
+    def receive_nowait(self) -> str | bytes | None:
+        """The next frame if one is already buffered, decompressed; else ``None``."""
+        if self._oversize is not None:
+            return None  # `receive` closes the connection for it
+        raw = self.link.receive_nowait()
         if isinstance(raw, bytes) and self.decompressor is not None:
             try:
                 return self.decompressor.feed(raw)
             except _FrameTooLarge as exc:
-                # protocol.md §7: an oversized frame, however small it was compressed.
-                await self.link.close(1009, "message too big")
-                raise Dead(DisconnectCause.oversize(str(exc))) from None
+                self._oversize = exc
+                return None
         return raw
+
+    async def receive(self) -> str | bytes:
+        oversize, self._oversize = self._oversize, None
+        if oversize is None:
+            raw = await self.link.receive()
+            if not isinstance(raw, bytes) or self.decompressor is None:
+                return raw
+            try:
+                return self.decompressor.feed(raw)
+            except _FrameTooLarge as exc:
+                oversize = exc
+        # protocol.md §7: an oversized frame, however small it was compressed.
+        await self.link.close(1009, "message too big")
+        raise Dead(DisconnectCause.oversize(str(oversize))) from None
 
 
 async def _spawn(
@@ -696,7 +728,7 @@ async def _spawn(
         config=config,
         connector=connector or default_connector(config),
         sink=send,
-        completed=trio.Event(),
+        completed=Completion(),
         start_slot=None,
         end_slot=None,
         coordinator=coordinator,
