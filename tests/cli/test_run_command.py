@@ -158,9 +158,13 @@ async def test_sigint_mid_run_closes_the_session_and_exits_130() -> None:
                     check=False,
                 )
                 proc = await nursery.start(start)
-                # Wait until the run is under way on the server, then press Ctrl-C. The
-                # other process gives no event to wait on, so look every 50 ms.
-                while not any(srv.executed_slots(s) for s in srv.session_ids()):  # noqa: ASYNC110
+                # Wait until the run is under way, then press Ctrl-C. A second stride (slot
+                # 5 on) runs only after the command took the first stride's events and its
+                # ready, so by then it has counted slots. The other process gives no event
+                # to wait on, so look every 50 ms.
+                while not any(  # noqa: ASYNC110
+                    len(srv.executed_slots(s)) > 5 for s in srv.session_ids()
+                ):
                     await trio.sleep(0.05)
                 (session_id,) = srv.session_ids()
                 proc.send_signal(signal.SIGINT)
