@@ -200,13 +200,10 @@ class ReadinessTracker:
         """
         if self._replaying_on == connection_id:
             self._replaying_on = None
-        if not self._deferred:
-            return False
-        if self._holding or self._progress or self._continue_connection is None:
-            self._deferred = False
-            self.dropped += 1
-            return False
-        return True
+        # A ready is held back only while a continue is unanswered and nothing came since
+        # (`on_ready`), and whatever answers or moots it clears the hold (`handed_over`,
+        # `on_slot_or_completed`, `on_continue_sent`): one still held back is owed.
+        return self._deferred
 
     def on_ready(self, current_connection_id: int) -> bool:
         """A ``readyForContinue`` arrived on ``current_connection_id``; True to deliver it.
