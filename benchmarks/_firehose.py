@@ -8,7 +8,8 @@ upgrade and reads the client's frames; notifications go out as WebSocket frames 
 once at start-up (server frames are not masked) and written a slot at a time.
 
 Every subscription of a data socket receives every transaction of each slot: the
-``getTransaction``-shaped payloads of the local server's ledger (1-3 KB each).
+``getTransaction``-shaped payloads the local server's runtime really produced (1-3 KB
+each), captured once at start-up from an in-memory session.
 
     python -m benchmarks._firehose --slots 800 [--drop-every N]
 
@@ -26,12 +27,20 @@ from collections.abc import Iterator
 from typing import Any
 
 import orjson
+import trio
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
 from benchmarks._server import child_server
-from trio_backtest.server import Ledger, LedgerConfig
+from trio_backtest import (
+    ContinueParams,
+    CreateSession,
+    ReadyForContinue,
+    Transaction,
+    open_backtest_session,
+)
+from trio_backtest.testing import open_memory_server
 
 KEY = "bench-key"
 HIGH_WATER = 1 << 20  # bytes buffered per socket before a writer waits
@@ -41,14 +50,29 @@ def _frame(payload: bytes) -> bytes:
     return Frame(Opcode.TEXT, payload).serialize(mask=False)
 
 
+async def _capture(seed: int, slots: int) -> list[list[bytes]]:
+    """Every transaction notification of slots ``0..slots-1``, as the local server sent it."""
+    payloads: list[list[bytes]] = [[] for _ in range(slots)]
+    async with open_memory_server(seed=seed, record=False) as server:
+        create = CreateSession(start_slot=0, slot_count=slots - 1)
+        connector = server.connector()
+        async with open_backtest_session(
+            server.url, server.api_key, create, connector=connector
+        ) as session:
+            await session.subscribe_transactions(server.ledger.programs)
+            async for event in session.events():
+                if isinstance(event, ReadyForContinue):
+                    await session.send_continue(ContinueParams(advance_count=slots))
+                elif isinstance(event, Transaction):
+                    payloads[event.slot].append(orjson.dumps(event.raw))
+    return payloads
+
+
 class Table:
     """Pre-framed notifications: per subscription id, per slot, one bytes blob."""
 
     def __init__(self, seed: int, slots: int) -> None:
-        ledger = Ledger(LedgerConfig(seed=seed))
-        self._payloads = [
-            [tx.raw_json for tx in ledger.slot(slot).transactions] for slot in range(slots)
-        ]
+        self._payloads = trio.run(_capture, seed, slots)
         self._blobs: dict[int, list[tuple[bytes, list[int]]]] = {}
 
     @property

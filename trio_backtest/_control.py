@@ -20,7 +20,7 @@ from ._errors import (
     SessionCreateError,
 )
 from ._events import ControlEvent, SessionInfo
-from ._plumbing import Counters, Ended, hand_over, unwrap_single
+from ._plumbing import Completion, Counters, Ended, hand_over, unwrap_single
 from ._policy import DisconnectCause, FailureWindow, GiveUp, ReconnectPolicy
 from ._status import Closed, Failed, Reconnecting, StatusCell, Up
 from ._transport import (
@@ -282,7 +282,7 @@ class ControlManager:
         self, link: Link, window: FailureWindow, task_status: trio.TaskStatus[Any]
     ) -> None:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(link.keepalive)
+            nursery.start_soon(link.keepalive, nursery)
             if not self._created:
                 await self._create(link)
                 self._created = True
@@ -399,7 +399,7 @@ class ControlHandle(ControlManager):
         config: ClientConfig,
         connector: Connector,
         sink: trio.MemorySendChannel[Any],
-        completed: trio.Event,
+        completed: Completion,
         resume_gate: Callable[[], Awaitable[None]] = _no_gate,
         subscriptions_closed: Callable[[], Awaitable[None]] = _no_gate,
         events: trio.MemoryReceiveChannel[Any] | None = None,
@@ -507,7 +507,7 @@ class EventGate:
         sink: trio.MemorySendChannel[Any],
         cell: StatusCell,
         counters: Counters,
-        completed: trio.Event,
+        completed: Completion,
         what: str,
         progressed: Callable[[], None],
     ) -> None:
@@ -675,7 +675,7 @@ async def spawn_control_manager(
         config=config,
         connector=connector or default_connector(config),
         sink=send,
-        completed=trio.Event(),
+        completed=Completion(),
         events=receive,
     )
     with unwrap_single():

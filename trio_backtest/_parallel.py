@@ -28,7 +28,7 @@ from ._control import (
 from ._coordinator import CoordinatorStatistics, ReconnectCoordinator
 from ._errors import ControlClosedError, SessionCreateError
 from ._events import ManagedEvent, SessionInfo
-from ._plumbing import Counters, unwrap_single
+from ._plumbing import Completion, Counters, unwrap_single
 from ._policy import DisconnectCause
 from ._session import ManagedBacktestSession, SessionStatistics
 from ._status import StatusCell, Up
@@ -84,7 +84,7 @@ class _SubControl:
         sends no slot lists (``create_params`` then keeps the batch's bounds)."""
         self.own = Counters()
         self.sink, self.source = trio.open_memory_channel[Any](config.event_buffer)
-        self.completed = trio.Event()
+        self.completed = Completion()
         self.gate = EventGate(
             self.sink,
             batch.status,

@@ -74,6 +74,7 @@ from solders.transaction_status import (
 
 from ._config import ClientConfig
 from ._errors import ManagedSessionError
+from ._plumbing import Completion
 from .protocol import AccountData, Continue, ContinueParams, ProtocolError, encode_control
 
 __all__ = [
@@ -354,10 +355,23 @@ class SessionRpc:
         endpoint: Callable[[], str],
         *,
         config: ClientConfig,
-        completed: trio.Event | None = None,
+        completed: Completion | trio.Event | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         request_timeout: float = RPC_REQUEST_TIMEOUT,
+        nursery: trio.Nursery | None = None,
     ) -> None:
+        """Bind to the data plane that ``endpoint()`` names.
+
+        Args:
+            endpoint: The session's ``rpcEndpoint`` (read at the first call).
+            config: TLS settings and the answer size limit.
+            completed: Set when the session completed; calls fail from then on.
+            transport: An httpx transport to use instead of the network.
+            request_timeout: Seconds one try may take.
+            nursery: Where to start `run` when the first call opens the HTTP pool, so a
+                session that never calls costs no task; without it the owner runs `run`.
+        """
+        self._nursery = nursery
         self._endpoint = endpoint
         self._config = config
         self._completed = completed
@@ -406,6 +420,13 @@ class SessionRpc:
         if self._gone is not None:
             raise RpcUnavailableError(f"{method}: {self._gone}")
         if self._client is None or self._url is None:
+            if self._nursery is not None:
+                try:
+                    self._nursery.start_soon(self.run)
+                except RuntimeError:  # the session's nursery is closed: so is the session
+                    self._mark_gone("the session is closed")
+                    raise RpcUnavailableError(f"{method}: {self._gone}") from None
+                self._nursery = None
             self._url = http_endpoint(self._endpoint())
             self._client = httpx.AsyncClient(
                 transport=self._transport,

@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import IO, Any, Final, final
+from typing import IO, Any, Final, final, get_args
 
 import attrs
 import orjson
@@ -28,7 +28,7 @@ from rich.live import Live
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 
-from ._config import ClientConfig
+from ._config import ClientConfig, Transport
 from ._errors import ManagedSessionError
 from ._events import AccountDiff, StreamGap, Transaction
 from ._parallel import open_parallel_session
@@ -84,6 +84,8 @@ class RunOptions:
     seed: int = 0
     chaos_drop_probability: float = 0.0
     chaos_seed: int = 0
+    transport: Transport = "trio-websocket"
+    """The WebSocket library of the connections."""
     debug: bool = False
 
 
@@ -614,7 +616,7 @@ async def _run_all(
             )
             subscriptions = _subscriptions(options, server)
             subscribed += [*subscriptions[0], *subscriptions[1]]
-            config = ClientConfig(allow_insecure=False)
+            config = ClientConfig(allow_insecure=False, transport=options.transport)
             runner = _parallel if options.parallel else _single
             await runner(url, key, create, options, subscriptions, progress, jsonl, config)
         stop.set()
@@ -700,6 +702,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--chaos-seed", type=int, default=0, help="embedded server: seed of the chaos faults"
     )
+    parser.add_argument(
+        "--transport",
+        choices=get_args(Transport),
+        default="trio-websocket",
+        help="the WebSocket library (websockets needs: pip install 'trio-backtest[websockets]')",
+    )
     parser.add_argument("--debug", action="store_true", help="tracebacks and debug logging")
 
 
@@ -737,6 +745,7 @@ def options_from(args: argparse.Namespace) -> RunOptions:
         seed=args.seed,
         chaos_drop_probability=args.chaos_drop_probability,
         chaos_seed=args.chaos_seed,
+        transport=args.transport,
         debug=args.debug,
     )
 

@@ -16,7 +16,15 @@ from ._connectors import default_connector
 from ._dedupe import NotificationDeduper, Offer
 from ._errors import SubscriptionFailedError
 from ._events import AccountDiff, StreamGap, Transaction
-from ._plumbing import Counters, Drained, Ended, hand_over, unwrap_single
+from ._plumbing import (
+    Completion,
+    Counters,
+    Drained,
+    Ended,
+    hand_over,
+    hand_over_nowait,
+    unwrap_single,
+)
 from ._policy import CauseKind, DisconnectCause, FailureWindow, GiveUp, ReconnectPolicy
 from ._status import Closed, Failed, Parked, Reconnecting, StatusCell, Up
 from ._transport import (
@@ -148,7 +156,7 @@ class SubscriptionHandle:
         config: ClientConfig,
         connector: Connector,
         sink: trio.MemorySendChannel[Any],
-        completed: trio.Event,
+        completed: Completion,
         start_slot: int | None,
         end_slot: int | None,
         coordinator: CoordinatorLike | None,
@@ -224,6 +232,7 @@ class SubscriptionHandle:
 
     async def run(self, *, task_status: trio.TaskStatus[SubscriptionHandle]) -> None:
         """The manager task: connect, subscribe, stream, reconnect, drain."""
+        stop_listening = self._completed.listen(self._wake_on_completion)
         try:
             with self._scope:
                 async with open_io_nursery() as io:
@@ -232,6 +241,7 @@ class SubscriptionHandle:
                     finally:
                         await self._graceful_close()
         finally:
+            stop_listening()
             self._sink.close()
             self.status.finish(Closed())
             self._done.set()
@@ -331,12 +341,11 @@ class SubscriptionHandle:
             self._finished = True
             await self._deliver(Drained(self.name))
 
-    async def _wake_on_completion(self) -> None:
-        """Once ``Completed`` arrives, interrupt a wait for a frame so the drain's bound applies.
+    def _wake_on_completion(self) -> None:
+        """``Completed`` arrived: interrupt a wait for a frame so the drain's bound applies.
 
         Only a wait for a frame is ever interrupted, never a hand-over: nothing is lost.
         """
-        await self._completed.wait()
         if self._reading is not None:
             self._reading.cancel()
 
@@ -396,7 +405,7 @@ class SubscriptionHandle:
         try:
             with unwrap_single(), one_death():
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(link.keepalive)
+                    nursery.start_soon(link.keepalive, nursery)
                     decompressor = (
                         _Decompressor(cfg.max_message_size) if self._compression == "zstd" else None
                     )
@@ -410,7 +419,7 @@ class SubscriptionHandle:
                     if not self._started:
                         self._started = True
                         task_status.started(self)
-                    nursery.start_soon(self._wake_on_completion)
+                    await self._release_held(state)
                     await self._stream(state)
                     nursery.cancel_scope.cancel()
         except Dead:
@@ -426,22 +435,30 @@ class SubscriptionHandle:
         for address in self._addresses:
             await self._send_subscribe(wire, address, self._dedupe.cursor(address))
         timeout = self._config.handshake_response_timeout
-        if self._started:
-            # A reconnect: the user reads the replay at their own pace; only the time
-            # spent waiting on the socket counts.
-            with wire.link.awaiting_reply("subscribe acknowledgement", timeout):
-                await self._acknowledged(wire)
-            return
-        # The first subscribe: the caller waits for it and reads nothing meanwhile.
-        with trio.move_on_after(timeout):
+        with wire.link.awaiting_reply("subscribe acknowledgement", timeout):
             await self._acknowledged(wire)
-            return
-        raise Dead(DisconnectCause.timeout("subscribe acknowledgement"))
 
     async def _acknowledged(self, wire: _Wire) -> None:
-        """Handle frames until every subscribe is answered."""
+        """Handle frames until every subscribe is answered.
+
+        What arrives meanwhile (replays of the addresses already acknowledged, their gaps)
+        is handed over while the user's channel has room — so a reconnect that keeps
+        breaking still moves the cursors on — and held, in order, once it is full: the
+        handshake never waits for the user, so it cannot wait for a user who waits for it
+        (a continue is gated until this connection is up). `_release_held` hands the rest
+        over once the connection is up.
+        """
         while wire.pending:
             await self._handle(wire, await wire.receive(), handshake=True)
+
+    async def _release_held(self, wire: _Wire) -> None:
+        """Hand over, in arrival order, what the handshake held back."""
+        held, wire.held = wire.held, []
+        for address, item in held:
+            if isinstance(item, Transaction | AccountDiff):
+                await self._pass_on(address, item)
+            else:
+                await self._subscribed(address, item)
 
     async def _send_subscribe(self, wire: _Wire, address: str, replay_from: int | None) -> None:
         request_id = next(wire.ids)
@@ -464,6 +481,13 @@ class SubscriptionHandle:
     async def _stream(self, wire: _Wire) -> None:
         """Deliver notifications until the stream is over after ``Completed``."""
         while True:
+            # A busy stream takes what is buffered without a checkpoint (one hand-over per
+            # notification, no cancel scope); only waiting for the socket takes the timed
+            # path, where silence and the drain are counted.
+            raw = wire.receive_nowait()
+            if raw is not None:
+                await self._handle(wire, raw, handshake=False)
+                continue
             try:
                 raw = await self._next_frame(wire)
             except Dead as exc:
@@ -496,13 +520,16 @@ class SubscriptionHandle:
             return
         match message:
             case TransactionNotification(subscription=sid, result=payload):
-                await self._offer(wire, sid, Transaction.from_payload(payload))
+                await self._offer(wire, sid, Transaction.from_payload(payload), handshake)
             case AccountDiffNotification(subscription=sid, result=payload):
-                await self._offer(wire, sid, AccountDiff.from_payload(payload))
+                await self._offer(wire, sid, AccountDiff.from_payload(payload), handshake)
             case RpcResult(id=rid, result=sid) if rid in wire.pending and type(sid) is int:
                 address, replay_from = wire.pending.pop(rid)
                 wire.active[sid] = address
-                await self._subscribed(address, replay_from)
+                if not handshake:
+                    await self._subscribed(address, replay_from)
+                elif wire.held or not await self._subscribed(address, replay_from, wait=False):
+                    wire.held.append((address, replay_from))
             case RpcError(id=rid) if rid in wire.pending:
                 address, replay_from = wire.pending.pop(rid)
                 await self._subscribe_failed(wire, address, replay_from, message)
@@ -513,15 +540,29 @@ class SubscriptionHandle:
                 self.counters.unknown_messages += 1
                 logger.info("subscription %s: ignored %r", self.name, message)
 
-    async def _offer(self, wire: _Wire, sid: int, event: Transaction | AccountDiff) -> None:
+    async def _offer(
+        self, wire: _Wire, sid: int, event: Transaction | AccountDiff, handshake: bool = False
+    ) -> None:
         address = wire.active.get(sid)
         if address is None:
             self.counters.unknown_messages += 1
             logger.info("subscription %s: notification for unknown id %d", self.name, sid)
             return
+        if handshake:
+            if wire.held or not await self._pass_on(address, event, wait=False):
+                wire.held.append((address, event))
+            return
+        await self._pass_on(address, event)
+
+    async def _pass_on(
+        self, address: str, event: Transaction | AccountDiff, *, wait: bool = True
+    ) -> bool:
+        """Check, hand over and commit one notification; False if the user's channel
+        was full and ``wait`` is false (then nothing was recorded)."""
         match self._dedupe.check(address, event.slot, event.key):
             case Offer.NEW:
-                await self._deliver(event)
+                if not await self._deliver(event, wait=wait):
+                    return False
                 # Seen means handed over: nothing may await between the send and the commit.
                 self._dedupe.commit(address, event.slot, event.key)
                 self._window.progressed()
@@ -534,30 +575,33 @@ class SubscriptionHandle:
                     self.name,
                     event.slot,
                 )
+        return True
 
-    async def _subscribed(self, address: str, replay_from: int | None) -> None:
+    async def _subscribed(
+        self, address: str, replay_from: int | None, *, wait: bool = True
+    ) -> bool:
         """``address`` is subscribed again from ``replay_from``: report what it skips.
 
         One continuous loss is one `StreamGap`, however many refusals it took to get
-        here, and it is reported only now that the subscription is back.
+        here, and it is reported only now that the subscription is back. False if the
+        user's channel was full and ``wait`` is false (then nothing was recorded).
         """
+        gap = None if replay_from is None else self._dedupe.gap(address, replay_from)
+        if gap is not None:
+            if not await self._deliver(StreamGap(address, gap[0], gap[1]), wait=wait):
+                return False
+            # Seen means handed over: the cursor moves past the gap only now.
+            self._dedupe.commit_gap(address, gap)
+            self.counters.gaps += 1
+            logger.warning(
+                "subscription %s: slots %d..%d of %s are beyond the replay window",
+                self.name,
+                gap[0],
+                gap[1],
+                address,
+            )
         self._refused.pop(address, None)
-        if replay_from is None:
-            return
-        gap = self._dedupe.gap(address, replay_from)
-        if gap is None:
-            return
-        logger.warning(
-            "subscription %s: slots %d..%d of %s are beyond the replay window",
-            self.name,
-            gap[0],
-            gap[1],
-            address,
-        )
-        await self._deliver(StreamGap(address, gap[0], gap[1]))
-        # Seen means handed over: the cursor moves past the gap only now.
-        self._dedupe.commit_gap(address, gap)
-        self.counters.gaps += 1
+        return True
 
     async def _subscribe_failed(
         self, wire: _Wire, address: str, replay_from: int | None, error: RpcError
@@ -593,9 +637,17 @@ class SubscriptionHandle:
         wire.refused.add(address)
         await self._send_subscribe(wire, address, oldest)
 
-    async def _deliver(self, item: object) -> None:
-        if not await hand_over(self._sink, item, self.status):
+    async def _deliver(self, item: object, *, wait: bool = True) -> bool:
+        """Hand ``item`` to the user; False only if the channel is full and not ``wait``."""
+        if not wait:
+            taken = hand_over_nowait(self._sink, item)
+            if taken is None:
+                return False
+        else:
+            taken = await hand_over(self._sink, item, self.status)
+        if not taken:
             logger.debug("subscription %s: nobody reads any more; dropped %r", self.name, item)
+        return True
 
     async def _graceful_close(self) -> None:
         link = self._link
@@ -616,23 +668,43 @@ class _Wire:
     def __init__(self, link: Link, decompressor: _Decompressor | None) -> None:
         self.link = link
         self.decompressor = decompressor
+        self._oversize: _FrameTooLarge | None = None
         self.ids = itertools.count(1)
         self.pending: dict[int | str | None, tuple[str, int | None]] = {}
         """Subscribe requests awaiting their answer: ``(address, replayFromSlot)`` by id."""
         self.active: dict[int, str] = {}
         self.refused: set[str] = set()
         """Addresses refused for the replay window on this connection."""
+        self.held: list[tuple[str, Transaction | AccountDiff | int | None]] = []
+        """In arrival order, what the handshake received for the user: notifications,
+        and the ``replayFromSlot`` of each acknowledged subscribe (its gap, if any)."""
 
-    async def receive(self) -> str | bytes:
-        raw = await self.link.receive()
+    def receive_nowait(self) -> str | bytes | None:
+        """The next frame if one is already buffered, decompressed; else ``None``."""
+        if self._oversize is not None:
+            return None  # `receive` closes the connection for it
+        raw = self.link.receive_nowait()
         if isinstance(raw, bytes) and self.decompressor is not None:
             try:
                 return self.decompressor.feed(raw)
             except _FrameTooLarge as exc:
-                # protocol.md §7: an oversized frame, however small it was compressed.
-                await self.link.close(1009, "message too big")
-                raise Dead(DisconnectCause.oversize(str(exc))) from None
+                self._oversize = exc
+                return None
         return raw
+
+    async def receive(self) -> str | bytes:
+        oversize, self._oversize = self._oversize, None
+        if oversize is None:
+            raw = await self.link.receive()
+            if not isinstance(raw, bytes) or self.decompressor is None:
+                return raw
+            try:
+                return self.decompressor.feed(raw)
+            except _FrameTooLarge as exc:
+                oversize = exc
+        # protocol.md §7: an oversized frame, however small it was compressed.
+        await self.link.close(1009, "message too big")
+        raise Dead(DisconnectCause.oversize(str(oversize))) from None
 
 
 async def _spawn(
@@ -656,7 +728,7 @@ async def _spawn(
         config=config,
         connector=connector or default_connector(config),
         sink=send,
-        completed=trio.Event(),
+        completed=Completion(),
         start_slot=None,
         end_slot=None,
         coordinator=coordinator,

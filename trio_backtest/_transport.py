@@ -58,6 +58,10 @@ logger = logging.getLogger("trio_backtest.transport")
 #: quickly stops the socket from being read and TCP back-pressure reaches the server.
 MESSAGE_QUEUE_SIZE = 16
 
+#: Bytes trio-websocket asks the socket for at a time (its default is 4 KiB: about two
+#: notifications). A busy stream then parses a whole read's messages per wake-up.
+RECEIVE_BUFFER_SIZE = 64 * 1024
+
 
 class WebSocket(abc.ABC):
     """One open WebSocket, whatever library speaks it: what a `Link` drives.
@@ -72,6 +76,15 @@ class WebSocket(abc.ABC):
     @abc.abstractmethod
     async def receive(self) -> str | bytes:
         """The next message: `str` for a text frame, `bytes` for a binary one."""
+
+    def receive_nowait(self) -> str | bytes | None:
+        """The next message if one is already buffered, else ``None``; never waits.
+
+        The fast path of a busy stream: no checkpoint, no task switch. ``None`` is always
+        a correct answer (`receive` then waits, and reports a close); the default is
+        ``None``, so a `WebSocket` need not implement it.
+        """
+        return None
 
     @abc.abstractmethod
     async def send(self, message: str) -> None:
@@ -297,6 +310,7 @@ async def _run_client(
                 extra_headers=headers,
                 message_queue_size=message_queue_size,
                 max_message_size=max_message_size,
+                receive_buffer_size=RECEIVE_BUFFER_SIZE,
             )
             watched.upgraded = started = True
             task_status.started(ws)
@@ -564,19 +578,24 @@ class Link:
         finally:
             self._reply = None
 
-    async def keepalive(self) -> None:
+    async def keepalive(self, nursery: trio.Nursery | None = None) -> None:
         """Ping every ``keepalive_interval`` while the owner waits for a message.
 
         A pong pushes the silence deadline back. While the owner is busy handing a
         message to a slow user no silence is counted, so no ping is needed — and none is
         sent: a ping that meets a peer gone after its close frame aborts trio-websocket's
         connection, which then drops the message its reader holds for the full queue.
+        Each ping waits for its pong in ``nursery`` (the connection's, so a connection
+        costs no nursery of its own for it), or in a nursery of its own.
         """
-        async with trio.open_nursery() as nursery:
-            while True:
-                await trio.sleep(self._config.keepalive_interval)
-                if self._waiting is not None:
-                    nursery.start_soon(self._ping_once)
+        if nursery is None:
+            async with trio.open_nursery() as own:
+                await self.keepalive(own)
+            return  # pragma: no cover - the loop below never ends
+        while True:
+            await trio.sleep(self._config.keepalive_interval)
+            if self._waiting is not None:
+                nursery.start_soon(self._ping_once)
 
     async def _ping_once(self) -> None:
         self._pings += 1
@@ -598,6 +617,17 @@ class Link:
             self._life()
             return
         raise Dead(DisconnectCause.keepalive())
+
+    def receive_nowait(self) -> str | bytes | None:
+        """The next message if one is already buffered, else ``None`` (see `receive`).
+
+        No silence is counted: nothing was waited for.
+        """
+        message = self.ws.receive_nowait()
+        if message is not None:
+            self._counters.messages += 1
+            self._counters.bytes += len(message)
+        return message
 
     async def receive(self) -> str | bytes:
         """The next message.
@@ -644,10 +674,20 @@ class Link:
 class TrioWebSocket(WebSocket):
     """A trio-websocket connection (or a stand-in with its methods) as a `WebSocket`."""
 
-    __slots__ = ("_ws",)
+    __slots__ = ("_queue", "_ws")
 
     def __init__(self, ws: WebSocketConnection) -> None:
         self._ws = ws
+        # trio-websocket keeps received messages in a memory channel that ``get_message``
+        # reads; taking a buffered one without a checkpoint is `receive_nowait`'s fast
+        # path. Only a genuine connection has it (a stand-in that wraps one must keep
+        # its own reading behaviour), and a library without it just takes the slow path.
+        queue = getattr(ws, "_recv_channel", None) if type(ws) is WebSocketConnection else None
+        self._queue: trio.MemoryReceiveChannel[str | bytes] | None = (
+            queue if isinstance(queue, trio.MemoryReceiveChannel) else None
+        )
+        if self._queue is not None:
+            _eager_reader(ws)
 
     def __repr__(self) -> str:
         return f"TrioWebSocket({self._ws!r})"
@@ -658,6 +698,14 @@ class TrioWebSocket(WebSocket):
         except trio_websocket.ConnectionClosed as exc:
             raise Dead(_closed_cause(exc)) from None
         return message
+
+    def receive_nowait(self) -> str | bytes | None:
+        if self._queue is None:
+            return None
+        try:
+            return self._queue.receive_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+            return None  # nothing buffered; or closed, which `receive` reports with its cause
 
     async def send(self, message: str) -> None:
         try:
@@ -676,6 +724,41 @@ class TrioWebSocket(WebSocket):
 
     async def abort(self) -> None:
         await discard(self._ws)
+
+
+@final
+class _EagerSend:
+    """The sending end of trio-websocket's message queue, minus the checkpoint when it has room.
+
+    trio-websocket's reader task hands each message over with ``await send``, which
+    yields to the scheduler every time: a busy stream then costs a task switch per
+    message, however many arrived in one read. With room in the queue this takes the
+    message at once, so the reader queues a whole read's messages and the manager takes
+    them in one go (`TrioWebSocket.receive_nowait`); a full queue still blocks the reader
+    (back-pressure reaches the server as before).
+    """
+
+    __slots__ = ("_inner",)
+
+    def __init__(self, inner: trio.MemorySendChannel[str | bytes]) -> None:
+        self._inner = inner
+
+    async def send(self, value: str | bytes) -> None:
+        try:
+            self._inner.send_nowait(value)
+        except trio.WouldBlock:
+            await self._inner.send(value)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+
+def _eager_reader(ws: WebSocketConnection) -> None:
+    """Give ``ws``'s reader task an `_EagerSend` (if its queue is where this version keeps it)."""
+    channel = getattr(ws, "_send_channel", None)
+    if isinstance(channel, trio.MemorySendChannel):
+        # Only ``send`` (and ``aclose`` through the wrapper) is used on it by the reader.
+        ws._send_channel = cast(Any, _EagerSend(channel))
 
 
 def _closed_cause(exc: trio_websocket.ConnectionClosed) -> DisconnectCause:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import ssl
 import urllib.parse
-from typing import final
+from typing import Any, final
 
 import trio
 
@@ -22,6 +22,7 @@ from ._transport import Dead, WebSocket, display_url
 
 try:
     from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+    from websockets.frames import Opcode
     from websockets.trio.client import ClientConnection, connect
 except ImportError as exc:  # pragma: no cover - the extra is part of the test install
     raise ImportError(
@@ -114,20 +115,65 @@ async def _hold(client: connect, *, task_status: trio.TaskStatus[WebsocketsConne
 class WebsocketsConnection(WebSocket):
     """A websockets 17 Trio client connection as a `WebSocket`."""
 
-    __slots__ = ("_connection", "_scope")
+    __slots__ = ("_assembler", "_bad_text", "_connection", "_scope")
 
     def __init__(self, connection: ClientConnection, scope: trio.CancelScope) -> None:
         self._connection = connection
         self._scope = scope
+        # `receive_nowait` takes a complete buffered message straight from websockets'
+        # frame queue (the assembler `recv` reads), as `recv` would but without its
+        # checkpoint. It relies on websockets 17's Trio assembler; if that changes shape,
+        # the fast path turns itself off and `receive` does all the work.
+        assembler = getattr(connection, "recv_messages", None)
+        self._assembler: Any = (
+            assembler
+            if all(
+                hasattr(assembler, name)
+                for name in ("recv_frames", "send_frames", "get_in_progress", "maybe_resume")
+            )
+            else None
+        )
+        self._bad_text = False
 
     def __repr__(self) -> str:
         return f"<WebsocketsConnection {self._connection.protocol.state.name}>"
 
     async def receive(self) -> str | bytes:
+        if self._bad_text:
+            # `receive_nowait` took a text frame that is not UTF-8: fail the connection
+            # as websockets' own `recv` does (close 1007).
+            with trio.move_on_after(GRACEFUL_CLOSE_TIMEOUT):
+                await self._connection.aclose(1007, "invalid UTF-8 in a text frame")
+            raise Dead(DisconnectCause.closed(1007, "invalid UTF-8 in a text frame"))
         try:
             return await self._connection.recv()
         except ConnectionClosed as exc:
             raise Dead(_cause(exc)) from None
+
+    def receive_nowait(self) -> str | bytes | None:
+        assembler = self._assembler
+        if assembler is None or assembler.get_in_progress or self._bad_text:
+            return None
+        try:
+            # websockets reads this queue itself (its flow control counts it); only a
+            # message in one frame is taken here, fragments are left to `recv`.
+            queued = assembler.send_frames._state.data
+            if not queued or not queued[0].fin:
+                return None
+            frame = assembler.recv_frames.receive_nowait()
+        except AttributeError:
+            self._assembler = None
+            return None
+        except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+            return None
+        assembler.maybe_resume()
+        if frame.opcode is not Opcode.TEXT:
+            return bytes(frame.data)
+        try:
+            return bytes(frame.data).decode()
+        except UnicodeDecodeError:
+            self._bad_text = True
+            return None
 
     async def send(self, message: str) -> None:
         try:

@@ -55,6 +55,27 @@ async def test_run_to_completion_with_jsonl(tmp_path: Path) -> None:
     assert _summary_value(result.stdout, "slots") == 60
 
 
+async def test_the_websockets_transport_streams_the_same_run(tmp_path: Path) -> None:
+    runs = {}
+    for transport in ("trio-websocket", "websockets"):
+        out = tmp_path / f"{transport}.jsonl"
+        args = ("--slot-count", "29", "--transport", transport, "--jsonl", str(out))
+        result = await _run(*args)
+        assert result.returncode == 0, result.stderr
+        # Every record but the header, without the (random) session id.
+        runs[transport] = [
+            {k: v for k, v in r.items() if k != "session"}
+            for r in _records(out)
+            if r["type"] != "header"
+        ]
+    # Each subscription's stream is the same, in the same order (how the two streams
+    # interleave with each other depends on timing).
+    for kind in ("transaction", "accountDiff", "summary"):
+        streams = [[r for r in run if r["type"] == kind] for run in runs.values()]
+        assert streams[0] == streams[1], kind
+        assert streams[0], kind
+
+
 async def test_parallel_run_has_one_line_per_notification(tmp_path: Path) -> None:
     out = tmp_path / "run.jsonl"
     result = await _run(
@@ -137,9 +158,13 @@ async def test_sigint_mid_run_closes_the_session_and_exits_130() -> None:
                     check=False,
                 )
                 proc = await nursery.start(start)
-                # Wait until the run is under way on the server, then press Ctrl-C. The
-                # other process gives no event to wait on, so look every 50 ms.
-                while not any(srv.executed_slots(s) for s in srv.session_ids()):  # noqa: ASYNC110
+                # Wait until the run is under way, then press Ctrl-C. A second stride (slot
+                # 5 on) runs only after the command took the first stride's events and its
+                # ready, so by then it has counted slots. The other process gives no event
+                # to wait on, so look every 50 ms.
+                while not any(  # noqa: ASYNC110
+                    len(srv.executed_slots(s)) > 5 for s in srv.session_ids()
+                ):
                     await trio.sleep(0.05)
                 (session_id,) = srv.session_ids()
                 proc.send_signal(signal.SIGINT)

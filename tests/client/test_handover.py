@@ -1,9 +1,11 @@
 """'Seen' means "handed over": an event whose hand-over to the user is cancelled comes again.
 
 Each test makes a manager block while handing an event to a full channel (a one-slot
-event buffer and a user who does not read yet), then lets something cancel that hand-over
-— a sibling's continue on a dead control socket, a handshake timeout, the drain — and
-checks that the user still receives every event exactly once.
+event buffer and a user who does not read yet). Then something cancels that hand-over —
+a sibling's continue on a dead control socket, a failed continue of the session itself —
+or the user stays slow through what used to cancel it (a reconnect's handshake timeout,
+the drain after ``Completed``), and the user must still receive every event exactly once.
+Each test failed against the code before "seen" became a commit.
 """
 
 from __future__ import annotations

@@ -544,6 +544,23 @@ _GATED_USER_AND_A_RESUBSCRIBE = attrs.evolve(
     faults=(Fault("data", Drop(), AfterMessages(1)),),
     read_delay=0.0,
 )
+# A resubscribe whose replay waited for the user let the user's continues through (the
+# connection counted as up), the session ran on past a four-slot replay window, and the
+# chase ended in a give-up: now a handshake holds what it receives instead.
+_WINDOW_CHASED_BY_CONTINUES = attrs.evolve(
+    _SLOW_USER_AT_THE_END,
+    slots=23,
+    stride=3,
+    tx_programs=(0, 1, 3),
+    diff_programs=(),
+    replay_window=4,
+    faults=(
+        Fault("control", Drop(), AfterMessages(1)),
+        Fault("control", Drop(), AfterMessages(1)),
+        Fault("data", Drop(), AfterContinues(2)),
+    ),
+    read_delay=0.0,
+)
 _SUB_SESSION_EVENTS_CUT_OFF = Schedule(
     parallel=True,
     resumable=True,
@@ -570,6 +587,7 @@ _SUB_SESSION_EVENTS_CUT_OFF = Schedule(
 @example(schedule=_SUBSCRIBE_REFUSED_FOR_GOOD)
 @example(schedule=_SLOW_USER_AT_THE_END)
 @example(schedule=_GATED_USER_AND_A_RESUBSCRIBE)
+@example(schedule=_WINDOW_CHASED_BY_CONTINUES)
 def test_single_session_survives_the_schedule(schedule: Schedule) -> None:
     _run_and_verify(schedule)
 
