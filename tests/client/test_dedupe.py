@@ -227,7 +227,7 @@ def test_readiness_repr() -> None:
 def test_replay_hooks_before_any_ready_change_nothing() -> None:
     t = ReadinessTracker()
     t.on_attached(1)
-    assert not t.on_resumed(1)
+    assert t.on_resumed(1) is False
     t.on_slot_or_completed()
     assert t.dropped == 0
     assert t.on_ready(1)
@@ -247,7 +247,7 @@ def test_replay_hooks_hold_back_a_stale_fresh_ready() -> None:
     hooked.handed_over()
     assert not hooked.on_ready(1)  # a duplicate, dropped
     hooked.on_attached(2)
-    assert not hooked.on_resumed(2)
+    assert hooked.on_resumed(2) is False
     hooked.on_continue_sent(2)
     hooked.on_attached(3)
     # client.md §4 read literally takes F for the answer of a continue lost in the drop.
@@ -255,7 +255,7 @@ def test_replay_hooks_hold_back_a_stale_fresh_ready() -> None:
     # With the hooks, F is held back, and Completed shows the continue was not lost.
     assert not hooked.on_ready(3)
     hooked.on_slot_or_completed()
-    assert not hooked.on_resumed(3)
+    assert hooked.on_resumed(3) is False
     assert not hooked.ready
     assert hooked.dropped == 2  # the duplicate, then F
 
@@ -286,8 +286,20 @@ def test_replay_hooks_deliver_answers_during_replay() -> None:
     t.on_slot_or_completed()
     assert t.on_ready(2)
     t.handed_over()
-    assert not t.on_resumed(2)
+    assert t.on_resumed(2) is False
     assert t.ready
+
+
+def test_a_continue_lost_in_a_drop_owes_nothing_at_the_resume() -> None:
+    # Nothing was held back during the replay, so the server's fresh ready is the answer.
+    t = ReadinessTracker()
+    assert t.on_ready(1)
+    t.handed_over()
+    t.on_continue_sent(1)
+    t.on_attached(2)
+    assert t.on_resumed(2) is False
+    assert t.on_ready(2)
+    assert t.dropped == 0
 
 
 @attrs.define

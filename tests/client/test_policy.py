@@ -174,7 +174,7 @@ def test_final_causes_give_up_at_once(cause: DisconnectCause) -> None:
 
 @pytest.mark.parametrize("cause", RETRIABLE_CAUSES, ids=str)
 def test_retriable_causes(cause: DisconnectCause) -> None:
-    assert not is_final(cause)
+    assert is_final(cause) is False
     assert isinstance(POLICY.decide(1, 0.0, cause, FixedRandom(MID)), Retry)
 
 

@@ -7,7 +7,9 @@ written down here in full, with the method (and JSON-RPC id) the error carries.
 from __future__ import annotations
 
 import re
-from typing import Any
+import subprocess
+import sys
+from typing import Any, NoReturn, cast
 
 import orjson
 import pytest
@@ -20,6 +22,7 @@ from trio_backtest.protocol import (
     ProtocolError,
     ReadyForContinue,
     RpcError,
+    codec,
     decode_control,
     decode_rpc,
     encode_control,
@@ -280,3 +283,81 @@ def test_encoders_name_what_they_cannot_encode() -> None:
         encode_control(object())  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"^not a data-plane message: ReadyForContinue$"):
         encode_rpc(ReadyForContinue())  # type: ignore[arg-type]
+
+
+# The defensive nets: every decoder is meant to raise ProtocolError only, and the entry
+# points promise "nothing else is ever raised". These tests break a part on purpose and
+# check that the failure still reaches the caller as a ProtocolError saying where.
+
+
+class _Boom(Exception):
+    def __repr__(self) -> str:
+        return "Boom()"
+
+    def __str__(self) -> str:
+        return "boom"
+
+
+def _explode(*_: object) -> NoReturn:
+    raise _Boom
+
+
+class _BrokenConverter:
+    structure = staticmethod(_explode)
+
+
+def test_a_decoder_failing_otherwise_is_still_a_protocol_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(cast(dict[str, Any], codec._CONTROL_DECODERS), "paused", _explode)
+    with pytest.raises(ProtocolError) as info:
+        decode_control(b'{"method": "paused", "params": {"slot": 5}}')
+    assert str(info.value) == "paused: malformed message (Boom())"
+    assert info.value.method == "paused"
+
+
+def test_a_data_plane_decoder_failing_otherwise_is_still_a_protocol_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(codec, "_decode_rpc_object", _explode)
+    with pytest.raises(ProtocolError) as info:
+        decode_rpc(b'{"jsonrpc": "2.0", "id": 1, "result": 7}')
+    assert str(info.value) == "rpc message: malformed (Boom())"
+
+
+def test_a_field_the_converter_fails_on_is_named_with_its_wire_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(codec, "_converter", _BrokenConverter())
+    with pytest.raises(ProtocolError) as info:
+        decode_control(b'{"method": "continue", "params": {"advanceCount": 5}}')
+    assert str(info.value) == "continue: key 'advanceCount' is malformed (boom)"
+    assert info.value.method == "continue"
+    with pytest.raises(ProtocolError) as info:
+        decode_account_data({"lamports": 1})
+    assert str(info.value) == "AccountData: boom"
+
+
+FRESH_FRAMES = [
+    b'{"method": "paused", "params": {"slot": 5}}',
+    b'{"method": "attachParallelControlSessionV2", "params": '
+    b'{"control_session_id": "c", "last_sequences": {"s": 3}}}',
+]
+
+
+def test_a_fresh_interpreter_decodes_with_the_codec_alone() -> None:
+    # The codec resolves its models' annotations itself: a program that imports nothing
+    # else first decodes integers, mappings and records as this process does.
+    script = "\n".join(
+        ["from trio_backtest.protocol.codec import decode_control"]
+        + [f"print(decode_control({frame!r}).message)" for frame in FRESH_FRAMES]
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    expected = [
+        "Paused(slot=5, batch_index=None)",
+        "AttachParallelControlSessionV2(control_session_id='c', last_sequences={'s': 3})",
+    ]
+    assert output.splitlines() == expected
+    assert [repr(decode_control(frame).message) for frame in FRESH_FRAMES] == expected
