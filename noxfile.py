@@ -1,9 +1,14 @@
-"""Every check of the project, one session each: ``nox -s tests lint typecheck docs bench``."""
+"""Every check of the project, one session each: ``nox -s tests lint typecheck docs bench``.
+
+``nox -s mutation`` (not run by default) mutation-tests the pure modules.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import shutil
 from pathlib import Path
 
 import nox
@@ -98,3 +103,54 @@ def bench(session: nox.Session) -> None:
     target = Path("docs/figures/benchmarks.txt")
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text("\n".join(figures))
+
+
+#: The modules `mutation` mutates (pyproject.toml's [tool.mutmut] lists the same files).
+MUTATED = {
+    "_policy": "trio_backtest/_policy.py",
+    "_dedupe": "trio_backtest/_dedupe.py",
+    "codec": "trio_backtest/protocol/codec.py",
+}
+#: mutmut's exit codes of a mutant the tests detected: failed tests, a pytest internal
+#: error, or a test run that hit its time limit.
+_DETECTED = {1, 3, 24, -24, 36, 152, 255}
+#: The ones of those that are time limits, reported apart.
+_TIMEOUTS = {24, -24, 36, 152, 255}
+#: What the other exit codes mean (mutmut's words; any other is "suspicious").
+_UNDETECTED = {0: "survived", 5: "no tests", 33: "no tests", 34: "skipped", -11: "segfault"}
+
+
+@nox.session(python=PYTHON)
+def mutation(session: nox.Session) -> None:
+    """Mutation-test the pure modules with mutmut; print the score of each and its survivors.
+
+    ``nox -s mutation -- _policy`` runs one module (``_policy``, ``_dedupe``, ``codec``).
+    Every run starts from a fresh ``mutants/`` directory. ``mutmut show NAME`` (in the
+    session's virtualenv) prints a survivor's change.
+    """
+    session.install("-e", ".[mutation]")
+    chosen = session.posargs or list(MUTATED)
+    unknown = sorted(set(chosen) - set(MUTATED))
+    if unknown:
+        session.error(f"unknown module {unknown}; choose from {sorted(MUTATED)}")
+    shutil.rmtree("mutants", ignore_errors=True)
+    patterns = [MUTATED[name].removesuffix(".py").replace("/", ".") + ".*" for name in chosen]
+    # Each codec mutant's process runs the mutated codec (1 MB) again: cache its bytecode.
+    session.run("mutmut", "run", *patterns, env={"PYTHONDONTWRITEBYTECODE": ""})
+    report = []
+    for name in chosen:
+        meta = json.loads(Path("mutants", MUTATED[name] + ".meta").read_text())
+        codes: dict[str, int | None] = meta["exit_code_by_key"]
+        killed = sum(code in _DETECTED for code in codes.values())
+        timeouts = sum(code in _TIMEOUTS for code in codes.values())
+        report.append(
+            f"{name}: {killed} / {len(codes)} killed ({100 * killed / len(codes):.1f} %)"
+            + (f", {timeouts} of them by a time limit" if timeouts else "")
+        )
+        report += [
+            f"    {_UNDETECTED.get(code, 'suspicious')}: {mutant}"
+            for mutant, code in sorted(codes.items())
+            if code not in _DETECTED
+        ]
+    print("\nMutation scores (docs/guarantees.md says why each survivor is left):")
+    print("\n".join(report))

@@ -200,13 +200,10 @@ class ReadinessTracker:
         """
         if self._replaying_on == connection_id:
             self._replaying_on = None
-        if not self._deferred:
-            return False
-        if self._holding or self._progress or self._continue_connection is None:
-            self._deferred = False
-            self.dropped += 1
-            return False
-        return True
+        # A ready is held back only while a continue is unanswered and nothing came since
+        # (`on_ready`), and whatever answers or moots it clears the hold (`handed_over`,
+        # `on_slot_or_completed`, `on_continue_sent`): one still held back is owed.
+        return self._deferred
 
     def on_ready(self, current_connection_id: int) -> bool:
         """A ``readyForContinue`` arrived on ``current_connection_id``; True to deliver it.
@@ -316,7 +313,7 @@ class NotificationDeduper:
             raise ValueError("a NotificationDeduper needs at least one subscription")
         self._start_slot = start_slot
         self._end_slot = end_slot
-        self._slot_of: dict[Hashable, int] = {}
+        self._seen: set[Hashable] = set()
         self._keys_at: dict[int, list[Hashable]] = {}
         self._slot_heap: list[int] = []
         self._floor: int | None = start_slot
@@ -339,7 +336,7 @@ class NotificationDeduper:
     @property
     def keys_held(self) -> int:
         """Number of keys currently remembered."""
-        return len(self._slot_of)
+        return len(self._seen)
 
     @property
     def floor(self) -> int | None:
@@ -376,7 +373,7 @@ class NotificationDeduper:
         if not self.in_range(slot):
             self.implausible += 1
             return Offer.IMPLAUSIBLE
-        if key in self._slot_of:
+        if key in self._seen:
             self.duplicates += 1
             self._move_cursor(subscription, slot)
             return Offer.DUPLICATE
@@ -447,7 +444,7 @@ class NotificationDeduper:
         if self._floor is not None and slot < self._floor:
             # Every cursor is past this slot, so no subscription can repeat it.
             return
-        self._slot_of[key] = slot
+        self._seen.add(key)
         keys = self._keys_at.get(slot)
         if keys is None:
             self._keys_at[slot] = [key]
@@ -474,4 +471,4 @@ class NotificationDeduper:
         heap = self._slot_heap
         while heap and heap[0] < floor:
             for key in self._keys_at.pop(heapq.heappop(heap)):
-                del self._slot_of[key]
+                self._seen.remove(key)

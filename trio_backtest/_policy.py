@@ -476,8 +476,8 @@ class FailureWindow:
         self._parked = 0.0
 
     def _failed(self, now: float, cause: DisconnectCause) -> Retry | GiveUp:
+        # ``_progress`` needs no reset: it is read only while up, and `connected` resets it.
         self._up_since = None
-        self._progress = False
         if self._gave_up is not None:
             return self._gave_up
         if self._window_started is None:

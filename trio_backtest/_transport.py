@@ -46,6 +46,7 @@ __all__ = [
     "discard",
     "display_url",
     "one_death",
+    "open_client_websocket",
     "open_io_nursery",
     "resolve_rpc_endpoint",
     "websocket_connector",
@@ -158,7 +159,43 @@ async def websocket_connector(
                 if isinstance(exc.__cause__, ssl.SSLError):
                     raise exc.__cause__ from None
                 raise
-        resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
+    return await open_client_websocket(
+        nursery,
+        stream,
+        url,
+        headers=headers,
+        max_message_size=max_message_size,
+        message_queue_size=message_queue_size,
+    )
+
+
+async def open_client_websocket(
+    nursery: trio.Nursery,
+    stream: trio.abc.Stream,
+    url: str,
+    *,
+    headers: list[tuple[str, str]],
+    max_message_size: int,
+    message_queue_size: int = 1,
+) -> WebSocketConnection:
+    """Open a client WebSocket to ``url`` over ``stream``, already connected to its server.
+
+    ``stream`` may be TCP, TLS or one end of a ``memory_pipe_pair``; the connection's
+    background task runs in ``nursery``. The upgrade asks ``url``'s host (without user
+    info) for its path and query, and sends ``headers``. If the upgrade fails, ``stream``
+    is closed.
+
+    Raises:
+        trio_websocket.ConnectionRejected: The server refused the upgrade.
+        UpgradeFailed: Any other failure of the upgrade: a malformed answer, or the stream
+            ending first.
+    """
+    parts = urllib.parse.urlsplit(url)
+    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    try:
         connection: WebSocketConnection = await nursery.start(
             functools.partial(
                 _run_client,
@@ -189,7 +226,7 @@ class _UpgradeWatch(trio.abc.Stream):
     connect timeout. Once ``upgraded`` is set it only forwards.
     """
 
-    def __init__(self, inner: _ClientStream) -> None:
+    def __init__(self, inner: trio.abc.Stream) -> None:
         self._inner = inner
         self.upgraded = False
 
@@ -245,7 +282,7 @@ def _describe(exc: BaseException) -> str:
 
 
 async def _run_client(
-    stream: _ClientStream,
+    stream: trio.abc.Stream,
     host: str,
     resource: str,
     headers: list[tuple[bytes, bytes]],

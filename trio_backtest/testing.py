@@ -9,8 +9,11 @@ Typical use, under ``trio.testing.MockClock(autojump_threshold=0)`` (pytest-trio
         ...                                       # drive your client with `connector`
         assert server.statistics().faults_fired["drop"] == 1
 
-Everything here is re-exported from :mod:`trio_backtest.server`; this module only adds
-:func:`open_memory_server`, the no-TCP default tests want.
+Everything here is re-exported from :mod:`trio_backtest.server`, except two additions:
+:func:`open_memory_server`, the no-TCP default tests want, and
+:func:`open_client_websocket`, the client's end of a connection, for a fake server of your
+own: serve one end of a :func:`memory_pipe_pair` as you like, and open the client's
+WebSocket over the other end in a connector.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from ._transport import UpgradeFailed as UpgradeFailed
+from ._transport import open_client_websocket as open_client_websocket
 from .server import ChaosConfig as ChaosConfig
 from .server import Delivery as Delivery
 from .server import FaultControls as FaultControls
@@ -37,7 +42,9 @@ __all__ = [
     "LocalServer",
     "MemoryConnector",
     "ServerStatistics",
+    "UpgradeFailed",
     "memory_pipe_pair",
+    "open_client_websocket",
     "open_memory_server",
 ]
 

@@ -24,7 +24,7 @@ from trio_backtest._dedupe import (
 
 def test_sequence_filter_in_order() -> None:
     f = SequenceFilter()
-    assert f.high_water is None
+    assert (f.high_water, f.last_jump) == (None, None)
     assert [f.accept(n) for n in (1, 2, 3)] == [True, True, True]
     assert f.high_water == 3
     assert (f.duplicates, f.jumps) == (0, 0)
@@ -106,7 +106,7 @@ def test_sequence_filter_refuses_a_jump_beyond_a_million() -> None:
 
 def test_first_ready_is_delivered_and_repeats_are_dropped() -> None:
     t = ReadinessTracker()
-    assert not t.ready
+    assert (t.ready, t.awaiting_answer) == (False, False)
     assert t.on_ready(1)
     assert not t.ready  # decided; the user holds it once it was handed over
     t.handed_over()
@@ -165,12 +165,16 @@ def test_a_ready_owed_at_a_resume_stays_owed_until_handed_over() -> None:
 def test_ready_without_progress_on_same_connection_is_stale() -> None:
     t = ReadinessTracker()
     t.handed_over()
+    assert not t.on_ready(1)  # a duplicate while the user holds one
     t.on_continue_sent(2)
+    assert repr(t) == "<ReadinessTracker ready=False continue_connection=2 progress=False>"
     # e.g. the fresh ready a resume sent just before the continue went out.
     assert not t.on_ready(2)
-    assert not t.ready
+    assert not t.on_ready(1)  # or one replayed from before: stale too
+    assert (t.ready, t.dropped) == (False, 3)
     t.on_slot_or_completed()
     assert t.on_ready(2)
+    assert t.dropped == 3
 
 
 def test_continue_lost_in_a_drop_is_answered_by_the_fresh_ready() -> None:
@@ -220,6 +224,15 @@ def test_readiness_repr() -> None:
     )
 
 
+def test_replay_hooks_before_any_ready_change_nothing() -> None:
+    t = ReadinessTracker()
+    t.on_attached(1)
+    assert t.on_resumed(1) is False
+    t.on_slot_or_completed()
+    assert t.dropped == 0
+    assert t.on_ready(1)
+
+
 def test_replay_hooks_hold_back_a_stale_fresh_ready() -> None:
     # The client holds a ready; a drop; the resume on connection 2 sends a fresh ready F
     # that is still in flight when the user's continue goes out on connection 2. The server
@@ -232,8 +245,9 @@ def test_replay_hooks_hold_back_a_stale_fresh_ready() -> None:
     hooked = ReadinessTracker()
     assert hooked.on_ready(1)
     hooked.handed_over()
+    assert not hooked.on_ready(1)  # a duplicate, dropped
     hooked.on_attached(2)
-    assert not hooked.on_resumed(2)
+    assert hooked.on_resumed(2) is False
     hooked.on_continue_sent(2)
     hooked.on_attached(3)
     # client.md §4 read literally takes F for the answer of a continue lost in the drop.
@@ -241,9 +255,9 @@ def test_replay_hooks_hold_back_a_stale_fresh_ready() -> None:
     # With the hooks, F is held back, and Completed shows the continue was not lost.
     assert not hooked.on_ready(3)
     hooked.on_slot_or_completed()
-    assert not hooked.on_resumed(3)
+    assert hooked.on_resumed(3) is False
     assert not hooked.ready
-    assert hooked.dropped == 1
+    assert hooked.dropped == 2  # the duplicate, then F
 
 
 def test_replay_hooks_deliver_a_held_back_ready_at_resume() -> None:
@@ -272,8 +286,20 @@ def test_replay_hooks_deliver_answers_during_replay() -> None:
     t.on_slot_or_completed()
     assert t.on_ready(2)
     t.handed_over()
-    assert not t.on_resumed(2)
+    assert t.on_resumed(2) is False
     assert t.ready
+
+
+def test_a_continue_lost_in_a_drop_owes_nothing_at_the_resume() -> None:
+    # Nothing was held back during the replay, so the server's fresh ready is the answer.
+    t = ReadinessTracker()
+    assert t.on_ready(1)
+    t.handed_over()
+    t.on_continue_sent(1)
+    t.on_attached(2)
+    assert t.on_resumed(2) is False
+    assert t.on_ready(2)
+    assert t.dropped == 0
 
 
 @attrs.define
@@ -595,7 +621,11 @@ def test_deduper_gap_beyond_the_end_is_refused() -> None:
 
 def test_deduper_gap_needs_a_known_start() -> None:
     d = NotificationDeduper(["a"])
-    with pytest.raises(ValueError, match="no cursor"):
+    with pytest.raises(
+        ValueError,
+        match=r"^subscription 'a' has no cursor and the deduper no start_slot; "
+        r"the start of the gap is unknown$",
+    ):
         d.gap("a", 5)
 
 
@@ -605,7 +635,9 @@ def test_deduper_rejects_unknown_and_empty() -> None:
         d.offer("z", 1, "k")
     with pytest.raises(KeyError):
         d.cursor("z")
-    with pytest.raises(ValueError, match="at least one subscription"):
+    with pytest.raises(
+        ValueError, match=r"^a NotificationDeduper needs at least one subscription$"
+    ):
         NotificationDeduper([])
 
 

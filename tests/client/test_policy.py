@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 
 import attrs
 import pytest
@@ -173,7 +174,7 @@ def test_final_causes_give_up_at_once(cause: DisconnectCause) -> None:
 
 @pytest.mark.parametrize("cause", RETRIABLE_CAUSES, ids=str)
 def test_retriable_causes(cause: DisconnectCause) -> None:
-    assert not is_final(cause)
+    assert is_final(cause) is False
     assert isinstance(POLICY.decide(1, 0.0, cause, FixedRandom(MID)), Retry)
 
 
@@ -231,6 +232,7 @@ def test_gated() -> None:
             DisconnectCause.server_error("SessionNotFound", "no session 5"),
             "server error SessionNotFound: no session 5",
         ),
+        (DisconnectCause(CauseKind.SERVER_ERROR), "server error unknown"),
         (DisconnectCause.create_rejected("bad range"), "session create rejected: bad range"),
         (DisconnectCause.oversize(), "inbound message larger than max_message_size"),
         (
@@ -249,11 +251,39 @@ def test_every_kind_has_a_str() -> None:
         assert str(DisconnectCause(kind))
 
 
-def test_constructors_fill_fields() -> None:
-    assert DisconnectCause.closed(1013, "busy") == DisconnectCause(CauseKind.CLOSED, 1013, "busy")
-    assert DisconnectCause.server_error("Internal", "x").variant == "Internal"
-    assert DisconnectCause.http_status(401).code == 401
-    assert DisconnectCause.keepalive() == DisconnectCause(CauseKind.KEEPALIVE)
+K = CauseKind
+C = DisconnectCause
+
+
+@pytest.mark.parametrize(
+    ("build", "args", "fields"),
+    [
+        (C.connect_failed, ("refused",), (K.CONNECT_FAILED, None, "refused", None)),
+        (C.tls, ("SSLError: x",), (K.TLS, None, "SSLError: x", None)),
+        (C.http_status, (401,), (K.HTTP_STATUS, 401, "", None)),
+        (C.http_status, (502, "bad gateway"), (K.HTTP_STATUS, 502, "bad gateway", None)),
+        (C.closed, (None,), (K.CLOSED, None, "", None)),
+        (C.closed, (1013, "busy"), (K.CLOSED, 1013, "busy", None)),
+        (C.timeout, ("sessionCreated",), (K.TIMEOUT, None, "sessionCreated", None)),
+        (C.keepalive, (), (K.KEEPALIVE, None, "", None)),
+        (C.protocol, ("not JSON",), (K.PROTOCOL, None, "not JSON", None)),
+        (C.server_error, ("Internal",), (K.SERVER_ERROR, None, "", "Internal")),
+        (C.server_error, ("Internal", "x"), (K.SERVER_ERROR, None, "x", "Internal")),
+        (C.create_rejected, ("bad range",), (K.CREATE_REJECTED, None, "bad range", None)),
+        (C.oversize, (), (K.OVERSIZE, None, "", None)),
+        (C.oversize, ("17 MiB",), (K.OVERSIZE, None, "17 MiB", None)),
+        (C.subscribe_rejected, (-32602,), (K.SUBSCRIBE_REJECTED, -32602, "", None)),
+        (C.subscribe_rejected, (-1, "bad"), (K.SUBSCRIBE_REJECTED, -1, "bad", None)),
+    ],
+)
+def test_constructors_fill_every_field(
+    build: Callable[..., DisconnectCause],
+    args: tuple[object, ...],
+    fields: tuple[CauseKind, int | None, str, str | None],
+) -> None:
+    """Each constructor sets kind, code, detail and variant, and only those it names."""
+    cause = build(*args)
+    assert (cause.kind, cause.code, cause.detail, cause.variant) == fields
 
 
 # FailureWindow --------------------------------------------------------------------------
@@ -262,6 +292,15 @@ def test_constructors_fill_fields() -> None:
 def window(**overrides: float) -> FailureWindow:
     config = ClientConfig(reconnect_jitter=0.0, **overrides)  # type: ignore[arg-type]
     return FailureWindow(ReconnectPolicy(config), FixedRandom(MID))
+
+
+def test_a_new_window_is_down_and_empty() -> None:
+    fw = window()
+    assert (fw.is_up, fw.made_progress, fw.gave_up) == (False, False, None)
+    fw.connected(0.0)
+    assert (fw.is_up, fw.made_progress) == (True, False)
+    fw.progressed()
+    assert fw.made_progress is True
 
 
 def test_first_failure_opens_the_window() -> None:
@@ -415,6 +454,10 @@ def test_parked_outside_a_window_is_ignored() -> None:
     fw = window()
     fw.add_parked(50.0)
     assert fw.parked == 0.0
+    fw.attempt_failed(0.0, DROP)
+    fw.add_parked(0.0)  # >= 0 s is accepted, including no time at all
+    fw.add_parked(0.5)
+    assert fw.parked == 0.5
     with pytest.raises(ValueError, match="parked time"):
         fw.add_parked(-1.0)
     with pytest.raises(ValueError, match="parked time"):
@@ -431,7 +474,7 @@ def test_give_up_is_sticky() -> None:
     assert fw.attempt_failed(1.0, DROP) is final
     assert fw.dropped(2.0, DROP) is final
     assert fw.attempt == 0
-    with pytest.raises(RuntimeError, match="gave up"):
+    with pytest.raises(RuntimeError, match=r"^connected\(\) after the failure window gave up$"):
         fw.connected(3.0)
 
 
@@ -453,6 +496,26 @@ def test_repr_is_informative() -> None:
 
 
 # The state machine ----------------------------------------------------------------------
+
+#: client.md §3: the causes after which the policy never retries, and those that ask it to
+#: back off. The oracle of the properties below, written down from the spec (not computed
+#: with `is_final`/`is_overload`, the code under test).
+FINAL_CODES = {(CauseKind.HTTP_STATUS, 401), (CauseKind.HTTP_STATUS, 403)} | {
+    (CauseKind.CLOSED, 1008),
+    (CauseKind.CLOSED, 4404),
+}
+OVERLOAD_CODES = {(CauseKind.CLOSED, 1013), (CauseKind.HTTP_STATUS, 503)}
+
+
+def spec_final(cause: DisconnectCause) -> bool:
+    """Whether client.md §3 calls ``cause`` final (for the causes `CAUSES` draws)."""
+    return cause in FINAL_CAUSES or (cause.kind, cause.code) in FINAL_CODES
+
+
+def spec_overload(cause: DisconnectCause) -> bool:
+    """Whether client.md §3 asks for the 5 s overload floor after ``cause``."""
+    return (cause.kind, cause.code) in OVERLOAD_CODES
+
 
 CAUSES = st.one_of(
     st.sampled_from(FINAL_CAUSES + RETRIABLE_CAUSES),
@@ -509,7 +572,7 @@ class FailureWindowMachine(RuleBasedStateMachine):
         assert self.window_start is not None
         elapsed = self.now - self.window_start - self.parked
         cfg = self.config
-        if is_final(cause):
+        if spec_final(cause):
             assert isinstance(decision, GiveUp)
             assert decision.final
             self.gave_up = decision
@@ -522,7 +585,7 @@ class FailureWindowMachine(RuleBasedStateMachine):
             assert decision.attempt == self.attempt + 1
             self.attempt = decision.attempt
             j = cfg.reconnect_jitter
-            if is_overload(cause):
+            if spec_overload(cause):
                 floor = cfg.reconnect_overload_min_delay
                 assert floor <= decision.delay <= max(floor, cfg.reconnect_max_backoff) * (1 + j)
             elif decision.attempt == 1:
@@ -616,15 +679,15 @@ def test_decide_matches_the_rules(
     config = ClientConfig()
     decision = ReconnectPolicy(config).decide(attempt, elapsed, cause, FixedRandom(fraction))
     over_budget = attempt > 20 or elapsed > 600
-    if is_final(cause) or over_budget:
+    if spec_final(cause) or over_budget:
         assert isinstance(decision, GiveUp)
-        assert decision.final == is_final(cause)
+        assert decision.final == spec_final(cause)
     else:
         assert isinstance(decision, Retry)
         assert decision.attempt == attempt
         low = (SPEC_BACKOFF[attempt - 1] if attempt <= len(SPEC_BACKOFF) else 30.0) * 0.8
         high = 30.0 * 1.2
-        if is_overload(cause):
+        if spec_overload(cause):
             low, high = max(low, 5.0), max(high, 6.0)
         assert low - 1e-9 <= decision.delay <= high + 1e-9
 

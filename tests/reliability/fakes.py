@@ -12,7 +12,6 @@ records every byte the server received on each connection.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import ssl
 import urllib.parse
@@ -27,8 +26,7 @@ from trio_websocket import CloseReason, WebSocketConnection
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Message, Request, TextMessage
 
-from trio_backtest.server import LocalServer, memory_pipe_pair
-from trio_backtest.server._server import handle_connection
+from trio_backtest.testing import LocalServer, memory_pipe_pair, open_client_websocket
 
 __all__ = [
     "FakeConnection",
@@ -259,23 +257,15 @@ class FakeServer:
     ) -> WebSocketConnection:
         """Open a client WebSocket whose server end runs the script."""
         self.attempt_headers.append(list(headers))
-        parts = urllib.parse.urlsplit(url)
         client_stream, server_stream = memory_pipe_pair()
         self._nursery.start_soon(self._serve, server_stream)
-        extra = [(name.encode(), value.encode()) for name, value in headers]
-        return cast(
-            WebSocketConnection,
-            await nursery.start(
-                functools.partial(
-                    run_client,
-                    client_stream,
-                    parts.netloc,
-                    parts.path or "/",
-                    extra,
-                    max_message_size=max_message_size,
-                    message_queue_size=message_queue_size,
-                )
-            ),
+        return await open_client_websocket(
+            nursery,
+            client_stream,
+            url,
+            headers=headers,
+            max_message_size=max_message_size,
+            message_queue_size=message_queue_size,
         )
 
     async def _serve(self, stream: trio.abc.Stream) -> None:
@@ -304,44 +294,6 @@ class FakeServer:
                 conn.closed_at = trio.current_time()
                 await trio.aclose_forcefully(stream)
             nursery.cancel_scope.cancel()
-
-
-async def run_client(
-    stream: trio.abc.Stream,
-    host: str,
-    resource: str,
-    headers: list[tuple[bytes, bytes]],
-    *,
-    max_message_size: int,
-    message_queue_size: int,
-    task_status: trio.TaskStatus[WebSocketConnection],
-) -> None:
-    """Run a client WebSocket over ``stream``; a refused upgrade is raised as itself."""
-    started = False
-    try:
-        async with trio.open_nursery() as inner:
-            ws = await trio_websocket.wrap_client_stream(
-                inner,
-                cast(Any, stream),
-                host,
-                resource,
-                extra_headers=headers,
-                message_queue_size=message_queue_size,
-                max_message_size=max_message_size,
-            )
-            started = True
-            task_status.started(ws)
-    except BaseExceptionGroup as group:
-        if started:
-            raise
-        await trio.aclose_forcefully(stream)
-        rejected = group.subgroup(trio_websocket.ConnectionRejected)
-        if rejected is None:
-            raise
-        leaf: BaseException = rejected
-        while isinstance(leaf, BaseExceptionGroup):
-            leaf = leaf.exceptions[0]
-        raise leaf from None
 
 
 @asynccontextmanager
@@ -447,7 +399,7 @@ class TappingConnector:
     """Connects a client to a `LocalServer` over memory streams, recording what it received."""
 
     def __init__(self, server: LocalServer) -> None:
-        self._core = server._core
+        self._connector = server.connector(wrap_stream=self._tap)
         self.taps: list[TapStream] = []
         """One per connection attempt, in order."""
 
@@ -469,26 +421,18 @@ class TappingConnector:
         message_queue_size: int = 1,
     ) -> WebSocketConnection:
         """Open a WebSocket to the local server through a recording stream."""
-        parts = urllib.parse.urlsplit(url)
-        client_stream, server_stream = memory_pipe_pair()
-        tap = TapStream(server_stream, url)
-        self.taps.append(tap)
-        self._core.nursery.start_soon(handle_connection, self._core, tap, None)
-        extra = [(name.encode(), value.encode()) for name, value in headers]
-        return cast(
-            WebSocketConnection,
-            await nursery.start(
-                functools.partial(
-                    run_client,
-                    client_stream,
-                    parts.netloc,
-                    parts.path or "/",
-                    extra,
-                    max_message_size=max_message_size,
-                    message_queue_size=message_queue_size,
-                )
-            ),
+        return await self._connector(
+            nursery,
+            url,
+            headers=headers,
+            max_message_size=max_message_size,
+            message_queue_size=message_queue_size,
         )
+
+    def _tap(self, stream: trio.abc.HalfCloseableStream, url: str) -> TapStream:
+        tap = TapStream(stream, url)
+        self.taps.append(tap)
+        return tap
 
 
 def _plane_of(url: str) -> Plane:

@@ -281,7 +281,7 @@ def _decode_backtest_error(value: Any) -> e.BacktestError:
     return _structure_record(cls, fields, f"error.{cls.name}")
 
 
-def _encode_backtest_error(error: e.BacktestError, snake_keys: bool) -> Any:
+def _encode_backtest_error(error: e.BacktestError) -> Any:
     if isinstance(error, e.UnknownBacktestError):
         return error.variant if error.fields is None else {error.variant: error.fields}
     fields = _unstructure_record(error)
@@ -454,10 +454,8 @@ _CONTROL_DECODERS: Final[Mapping[str, _Decoder]] = {
 def _load(data: str | bytes, what: str) -> Any:
     try:
         return orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
+    except orjson.JSONDecodeError as exc:  # also what orjson raises for a wrong input type
         raise ProtocolError(f"{what}: not valid JSON ({exc})") from None
-    except TypeError as exc:
-        raise ProtocolError(f"{what}: expected str or bytes, got {_kind(data)}") from exc
 
 
 def _decode_envelope(obj: dict[str, Any], where: str) -> Any:
@@ -511,7 +509,7 @@ def _encode_params(message: Any, snake_keys: bool) -> tuple[bool, Any]:
     if isinstance(message, c.Slot):
         return True, message.slot
     if isinstance(message, c.ServerError):
-        return True, _encode_backtest_error(message.error, snake_keys)
+        return True, _encode_backtest_error(message.error)
     if isinstance(message, c.ContinueToSessionV1):
         out: dict[str, Any] = {
             "sessionId": message.session_id,

@@ -7,14 +7,15 @@ import functools
 import logging
 import ssl
 import urllib.parse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any, Literal, NoReturn, cast, final
+from typing import Literal, NoReturn, TypeAlias, final
 
 import orjson
 import trio
 import trio_websocket
 
+from .._transport import open_client_websocket
 from ._config import Backpressure, ChaosConfig, ServerConfig
 from ._controlplane import ControlConnection
 from ._controls import ConnHandle, FaultControls
@@ -305,6 +306,11 @@ async def _serve_websocket(
             await ws.aclose()
 
 
+WrapStream: TypeAlias = Callable[[trio.abc.HalfCloseableStream, str], trio.abc.Stream]
+"""Given the server's end of a new in-memory connection and the URL the client asked for,
+the stream the server should serve instead (e.g. one that records what it receives)."""
+
+
 @final
 class MemoryConnector:
     """Connects a client to the server over an in-memory stream pair (no sockets at all).
@@ -313,13 +319,21 @@ class MemoryConnector:
     :class:`trio_websocket.WebSocketConnection` whose background task runs in ``nursery``,
     or raises :exc:`trio_websocket.ConnectionRejected` for a refused upgrade. Each direction
     buffers a bounded number of bytes, so a client that stops reading slows the server down
-    as it would over TCP.
+    as it would over TCP. The client's end of the connection is the one the TCP connector
+    uses, so a test through it exercises the client's real upgrade path.
     """
 
-    def __init__(self, core: ServerCore, link: Link | None, buffer_size: int) -> None:
+    def __init__(
+        self,
+        core: ServerCore,
+        link: Link | None,
+        buffer_size: int,
+        wrap_stream: WrapStream | None = None,
+    ) -> None:
         self._core = core
         self._link = link
         self._buffer_size = buffer_size
+        self._wrap_stream = wrap_stream
 
     def __repr__(self) -> str:
         return f"MemoryConnector(link={self._link!r})"
@@ -343,73 +357,27 @@ class MemoryConnector:
             ValueError: ``url`` is not a ``ws://``/``wss://`` URL.
             ConnectionRefusedError: the server is no longer running.
             trio_websocket.ConnectionRejected: the server refused the upgrade.
+            UpgradeFailed: any other failure of the upgrade (the server's end closed first).
         """
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("ws", "wss") or not parts.netloc:
             raise ValueError(f"expected a ws:// or wss:// URL, got {url!r}")
-        resource = parts.path or "/"
-        if parts.query:
-            resource += "?" + parts.query
         client_stream, server_stream = memory_pipe_pair(self._buffer_size)
+        served: trio.abc.Stream = server_stream
+        if self._wrap_stream is not None:
+            served = self._wrap_stream(server_stream, url)
         try:
-            self._core.nursery.start_soon(handle_connection, self._core, server_stream, self._link)
+            self._core.nursery.start_soon(handle_connection, self._core, served, self._link)
         except RuntimeError:
             raise ConnectionRefusedError("the local server is not running") from None
-        extra = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
-        connection: trio_websocket.WebSocketConnection = await nursery.start(
-            functools.partial(
-                _run_client,
-                client_stream,
-                parts.netloc,
-                resource,
-                extra,
-                max_message_size=max_message_size,
-                message_queue_size=message_queue_size,
-            )
+        return await open_client_websocket(
+            nursery,
+            client_stream,
+            url,
+            headers=headers,
+            max_message_size=max_message_size,
+            message_queue_size=message_queue_size,
         )
-        return connection
-
-
-async def _run_client(
-    stream: trio.abc.Stream,
-    host: str,
-    resource: str,
-    headers: list[tuple[bytes, bytes]],
-    *,
-    max_message_size: int,
-    message_queue_size: int,
-    task_status: trio.TaskStatus[trio_websocket.WebSocketConnection],
-) -> None:
-    started = False
-    try:
-        async with trio.open_nursery() as inner:
-            ws = await trio_websocket.wrap_client_stream(
-                inner,
-                cast(Any, stream),
-                host,
-                resource,
-                extra_headers=headers,
-                message_queue_size=message_queue_size,
-                max_message_size=max_message_size,
-            )
-            started = True
-            task_status.started(ws)
-    except BaseExceptionGroup as group:
-        if started:
-            raise
-        # Before the handshake completed: report the refusal itself, as a call would.
-        await trio.aclose_forcefully(stream)
-        rejected = group.subgroup(trio_websocket.ConnectionRejected)
-        if rejected is not None:
-            raise _first_leaf(rejected) from None
-        raise
-
-
-def _first_leaf(group: BaseExceptionGroup[Any]) -> BaseException:
-    exc: BaseException = group
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    return exc
 
 
 @final
@@ -489,7 +457,11 @@ class LocalServer:
         return tuple(self._core.user_transactions_of(session_id))
 
     def connector(
-        self, *, link: Link | None = None, buffer_size: int = 64 * 1024
+        self,
+        *,
+        link: Link | None = None,
+        buffer_size: int = 64 * 1024,
+        wrap_stream: WrapStream | None = None,
     ) -> MemoryConnector:
         """An in-memory client connector to this server.
 
@@ -497,8 +469,11 @@ class LocalServer:
             link: A shared link every connection of this connector passes through (the
                 server's ``set_link`` link when ``None``).
             buffer_size: Bytes each direction of a connection buffers.
+            wrap_stream: Called with the server's end of each new connection and the URL
+                the client asked for; the server serves the stream it returns instead
+                (e.g. a tap that records every byte the server receives).
         """
-        return MemoryConnector(self._core, link, buffer_size)
+        return MemoryConnector(self._core, link, buffer_size, wrap_stream)
 
     def http_transport(
         self, *, link: Link | None = None, buffer_size: int = 64 * 1024
