@@ -29,6 +29,9 @@ __all__ = [
     "ClientConfig",
 ]
 
+#: The jitter source of every manager whose `ClientConfig.rng` is None.
+_SHARED_JITTER: Final = random.Random()
+
 CONNECT_TIMEOUT: Final = 30.0
 """Seconds allowed for TCP + TLS + the HTTP upgrade."""
 HANDSHAKE_RESPONSE_TIMEOUT: Final = 180.0
@@ -166,8 +169,8 @@ class ClientConfig:
             context. Ignored by ``==`` and ``hash``.
         allow_insecure: Permit sending the API key over plain ``ws://`` to a host that
             is not loopback.
-        rng: Random source for backoff jitter; None means a fresh ``random.Random``
-            per manager. Ignored by ``==``, ``hash`` and ``repr``.
+        rng: Random source for backoff jitter; None means one generator the whole
+            process shares. Ignored by ``==``, ``hash`` and ``repr``.
         transport: The WebSocket library of the default connector: ``"trio-websocket"``
             or ``"websockets"`` (websockets 17's Trio client, faster; needs the
             ``trio-backtest[websockets]`` extra). A connector passed explicitly wins.
@@ -219,5 +222,9 @@ class ClientConfig:
     transport: Transport = attrs.field(default="trio-websocket", validator=_transport)
 
     def random_source(self) -> random.Random:
-        """Return `rng` if one was given, else a new independently seeded ``random.Random``."""
-        return self.rng if self.rng is not None else random.Random()
+        """Return `rng` if one was given, else the process's shared jitter generator.
+
+        Jitter only has to differ between reconnects, and draws from one generator do;
+        a generator per manager would cost each session about 5 KB of state.
+        """
+        return self.rng if self.rng is not None else _SHARED_JITTER

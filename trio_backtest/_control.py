@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, final
 
@@ -109,7 +108,7 @@ class ControlManager:
         self._resume_gate = resume_gate
         self._subscriptions_closed = subscriptions_closed
         self._outbox_send, self._outbox = trio.open_memory_channel[Sendable](1)
-        self._rng = config.rng if config.rng is not None else random.Random()
+        self._rng = config.random_source()
         self._window = FailureWindow(ReconnectPolicy(config), self._rng)
         self._link: Link | None = None
         self._created = False

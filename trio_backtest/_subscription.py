@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import random
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import IO, Any, Literal, Protocol, cast, final
@@ -183,7 +182,7 @@ class SubscriptionHandle:
         self._start_slot = start_slot
         self._coordinator = coordinator
         self._compression = compression
-        self._rng = config.rng if config.rng is not None else random.Random()
+        self._rng = config.random_source()
         self._policy = ReconnectPolicy(config)
         self._window = FailureWindow(self._policy, self._rng)
         self._dedupe = NotificationDeduper(
