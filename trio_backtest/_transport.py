@@ -44,11 +44,13 @@ __all__ = [
     "check_transport_security",
     "connect",
     "discard",
+    "describe",
     "display_url",
     "one_death",
     "open_client_websocket",
     "open_io_nursery",
     "resolve_rpc_endpoint",
+    "tls_failure_as_itself",
     "websocket_connector",
 ]
 
@@ -152,13 +154,9 @@ async def websocket_connector(
                 tcp, context, server_hostname=parts.hostname, https_compatible=True
             )
             stream = tls
-            try:
+            # trio-websocket would wait forever for an upgrade that can never come.
+            with tls_failure_as_itself():
                 await tls.do_handshake()
-            except trio.BrokenResourceError as exc:
-                # trio-websocket would wait forever for an upgrade that can never come.
-                if isinstance(exc.__cause__, ssl.SSLError):
-                    raise exc.__cause__ from None
-                raise
     except BaseException:
         await trio.aclose_forcefully(stream)
         raise
@@ -170,6 +168,21 @@ async def websocket_connector(
         max_message_size=max_message_size,
         message_queue_size=message_queue_size,
     )
+
+
+@contextmanager
+def tls_failure_as_itself() -> Iterator[None]:
+    """Let a failed TLS handshake out as its `ssl.SSLError`, not as the broken stream.
+
+    Trio reports it as a `trio.BrokenResourceError` caused by the `ssl.SSLError`;
+    `cause_of` classifies the latter as a final TLS failure.
+    """
+    try:
+        yield
+    except trio.BrokenResourceError as exc:
+        if isinstance(exc.__cause__, ssl.SSLError):
+            raise exc.__cause__ from None
+        raise
 
 
 async def open_client_websocket(
@@ -276,7 +289,8 @@ def _innermost_protocol_error(exc: BaseException) -> BaseException:
     return found
 
 
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
+    """An exception's type and text, in one line of at most 200 characters."""
     text = str(exc)
     return (type(exc).__name__ if not text else f"{type(exc).__name__}: {text}")[:200]
 
@@ -326,7 +340,7 @@ async def _run_client(
         leaf = _first_leaf(failed)
         if isinstance(leaf, UpgradeFailed):
             raise leaf from None
-        detail = _describe(_innermost_protocol_error(leaf))
+        detail = describe(_innermost_protocol_error(leaf))
         raise UpgradeFailed(f"a malformed answer ({detail})") from None
 
 
@@ -481,10 +495,7 @@ def one_death() -> Iterator[None]:
             if other is not None:
                 raise
             raise rest from None
-        first: BaseException = deaths
-        while isinstance(first, BaseExceptionGroup):
-            first = first.exceptions[0]
-        raise first from None
+        raise _first_leaf(deaths) from None
 
 
 def cause_of(exc: BaseException) -> DisconnectCause | None:
@@ -515,13 +526,13 @@ def cause_of(exc: BaseException) -> DisconnectCause | None:
     if isinstance(exc, trio.TooSlowError):
         return DisconnectCause.timeout("connect")
     if isinstance(exc, ssl.SSLError):
-        return DisconnectCause.tls(_describe(exc))
+        return DisconnectCause.tls(describe(exc))
     if isinstance(exc, UpgradeFailed):
         return DisconnectCause.connect_failed(f"upgrade failed: {exc}")
     if isinstance(exc, h11.ProtocolError | WsprotoError):
-        return DisconnectCause.connect_failed(f"upgrade failed: {_describe(exc)}")
+        return DisconnectCause.connect_failed(f"upgrade failed: {describe(exc)}")
     if isinstance(exc, trio_websocket.HandshakeError | OSError | trio.BrokenResourceError):
-        return DisconnectCause.connect_failed(_describe(exc))
+        return DisconnectCause.connect_failed(describe(exc))
     return None
 
 
@@ -578,7 +589,7 @@ class Link:
         finally:
             self._reply = None
 
-    async def keepalive(self, nursery: trio.Nursery | None = None) -> None:
+    async def keepalive(self, nursery: trio.Nursery) -> None:
         """Ping every ``keepalive_interval`` while the owner waits for a message.
 
         A pong pushes the silence deadline back. While the owner is busy handing a
@@ -586,12 +597,8 @@ class Link:
         sent: a ping that meets a peer gone after its close frame aborts trio-websocket's
         connection, which then drops the message its reader holds for the full queue.
         Each ping waits for its pong in ``nursery`` (the connection's, so a connection
-        costs no nursery of its own for it), or in a nursery of its own.
+        costs no nursery of its own for it).
         """
-        if nursery is None:
-            async with trio.open_nursery() as own:
-                await self.keepalive(own)
-            return  # pragma: no cover - the loop below never ends
         while True:
             await trio.sleep(self._config.keepalive_interval)
             if self._waiting is not None:

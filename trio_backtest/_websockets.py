@@ -18,7 +18,7 @@ import trio
 
 from ._config import GRACEFUL_CLOSE_TIMEOUT
 from ._policy import DisconnectCause
-from ._transport import Dead, WebSocket, display_url
+from ._transport import Dead, WebSocket, describe, display_url, tls_failure_as_itself
 
 try:
     from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
@@ -84,17 +84,13 @@ async def websockets_connector(
         raise ValueError(
             f"expected a ws:// or wss:// URL with a host, got {display_url(url)!r}"
         ) from None
-    try:
-        connection: WebsocketsConnection = await nursery.start(_hold, client)
-    except InvalidStatus as exc:
-        raise Dead(DisconnectCause.http_status(exc.response.status_code)) from None
-    except InvalidHandshake as exc:
-        detail = f"{type(exc).__name__}: {exc}"
-        raise Dead(DisconnectCause.connect_failed(detail[:200])) from None
-    except trio.BrokenResourceError as exc:
-        if isinstance(exc.__cause__, ssl.SSLError):
-            raise exc.__cause__ from None
-        raise
+    with tls_failure_as_itself():
+        try:
+            connection: WebsocketsConnection = await nursery.start(_hold, client)
+        except InvalidStatus as exc:
+            raise Dead(DisconnectCause.http_status(exc.response.status_code)) from None
+        except InvalidHandshake as exc:
+            raise Dead(DisconnectCause.connect_failed(describe(exc))) from None
     return connection
 
 

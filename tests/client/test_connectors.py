@@ -240,7 +240,7 @@ async def test_a_black_holed_connection_is_declared_dead(
         async with trio.open_nursery() as nursery:
             ws = await open_control(nursery, server.url, short, KEY_HEADER)
             link = Link(ws, short, 1, Counters())
-            nursery.start_soon(link.keepalive)
+            nursery.start_soon(link.keepalive, nursery)
             # Silent but answering pings: alive, however long nothing else comes.
             with trio.move_on_after(2 * short.keepalive_miss_deadline) as idle:
                 await link.receive()

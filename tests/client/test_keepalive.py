@@ -119,7 +119,7 @@ async def test_no_ping_while_the_owner_is_busy_with_the_user(
     ws = _CountingWebSocket()
     link = Link(ws, ClientConfig(), 1, Counters())
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(link.keepalive)
+        nursery.start_soon(link.keepalive, nursery)
         await trio.sleep(5 * KEEPALIVE_INTERVAL + 1)  # busy elsewhere: not in receive
         assert ws.pings == []
         began = trio.current_time()
