@@ -606,10 +606,11 @@ class SubscriptionHandle:
         self, wire: _Wire, address: str, replay_from: int | None, error: RpcError
     ) -> None:
         oldest = error.oldest_slot
+        rejected = DisconnectCause.subscribe_rejected(
+            error.code, f"{address[:12]}: {error.message}"
+        )
         if error.code != REPLAY_WINDOW_EXCEEDED or oldest is None:
-            raise Dead(
-                DisconnectCause.subscribe_rejected(error.code, f"{address[:12]}: {error.message}")
-            )
+            raise Dead(rejected)
         # protocol.md §7: a refusal must offer a later start than the one asked for, and
         # one within the session; anything else breaks the protocol (not a gap).
         problem = None
@@ -630,9 +631,7 @@ class SubscriptionHandle:
         if address in wire.refused:
             # The window moved on while we asked again (the session keeps executing):
             # back off through the reconnect policy rather than chase it in a tight loop.
-            raise Dead(
-                DisconnectCause.subscribe_rejected(error.code, f"{address[:12]}: {error.message}")
-            )
+            raise Dead(rejected)
         wire.refused.add(address)
         await self._send_subscribe(wire, address, oldest)
 
